@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC modules of the exportd.v1 contract (make gen)."""
