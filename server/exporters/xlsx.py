@@ -1,0 +1,592 @@
+"""XLSX: a streaming, vectorised Arrow -> SpreadsheetML encoder.
+
+Each record batch becomes worksheet XML without a Python object per cell: for every column,
+``pyarrow.compute`` turns the whole column into cell markup, the columns are joined element-wise
+into ``<row>`` elements, and the resulting string buffer goes in one write into the deflate stream
+of the sheet's zip entry. The zip is written forward-only (data descriptors), so the sink need not
+seek and the table is never held in memory.
+
+What a cell holds, per Arrow type (a reader may rely on this):
+
+==========================  ===============================================================
+Arrow type                  cell
+==========================  ===============================================================
+integers                    number; beyond +-2^53 (where a double loses digits) exact text
+float16/32/64               number (shortest text that reads back to the same float); NaN,
+                            inf and -inf as the text ``NaN`` / ``inf`` / ``-inf`` (warning
+                            NON_FINITE_AS_TEXT), since Excel has no such numbers
+decimal                     number; a value with more than 15 significant digits as exact
+                            text (Excel keeps 15)
+bool                        boolean cell (``t="b"``)
+date32/date64               Excel serial date, styled ``date_format``
+timestamp                   Excel serial date-time, styled ``datetime_format``; zoned values
+                            shown as wall time in the ``timezone`` option (Excel has no zones),
+                            naive ones as they are. Excel keeps milliseconds.
+date/timestamp out of range before 1900-01-01 or after 9999-12-31: the value's text
+                            (warning DATE_AS_TEXT)
+time32/time64               fraction of a day, styled ``hh:mm:ss``
+duration                    number of days, styled ``[h]:mm:ss`` (sums and sorts like a
+                            number; negative durations show as ##### in Excel)
+string (all kinds)          inline string (``t="inlineStr"``), never a formula; characters
+                            XML forbids removed (warning CONTROL_CHARACTERS_REMOVED); more
+                            than 32,767 characters (UTF-16 units, Excel's limit) truncated
+                            (warning CELL_TRUNCATED); spaces kept as they are
+binary, list, struct, map   inline string with ``_text.render_text`` (base64, JSON)
+null                        an empty cell
+==========================  ===============================================================
+
+A per-column number format (``CommonOptions.number_formats``, keyed by header) replaces the
+default style of that column. Rows beyond a sheet's 1,048,575 data rows go on sheets named
+``"<name> (2)"``, ``"<name> (3)"``, ... with the header repeated (warning ROWS_ON_NEW_SHEET counts
+the rows moved), or raise InvalidArgument(reason="TOO_MANY_ROWS") with ``RowOverflow.FAIL``.
+More than 16,384 columns raise InvalidArgument(reason="TOO_MANY_COLUMNS") at construction.
+Cells carry no ``r`` reference: rows and cells are positional, and null cells are written as
+``<c/>`` so later cells keep their column.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import InvalidArgument
+from . import _xlsx_parts as parts
+from ._base import EncoderContext
+from ._text import render_text, sanitize_text
+from .options import RowOverflow, XlsxOptions
+
+__all__ = ["MAX_COLUMNS", "MAX_ROWS_PER_SHEET", "XlsxEncoder", "sanitize_sheet_name"]
+
+MAX_ROWS_PER_SHEET = 1_048_575
+"""Data rows a sheet holds under its header (Excel's 1,048,576 rows minus the header)."""
+MAX_COLUMNS = 16_384
+"""Columns a sheet holds (A..XFD)."""
+MAX_CELL_CHARS = 32_767
+"""Characters (UTF-16 code units) a cell holds."""
+
+_SAFE_INT = 2**53
+_EXCEL_EPOCH_OFFSET = 25_569
+"""Days from Excel's day 0 (1899-12-30, counting its fictitious 1900-02-29) to 1970-01-01."""
+_FIRST_SERIAL = 1  # 1900-01-01
+_LAST_SERIAL = 2_958_466  # 10000-01-01, exclusive
+_UNITS_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
+_TIME_FORMAT = "hh:mm:ss"
+_DURATION_FORMAT = "[h]:mm:ss"
+_CHUNK_BYTES = 16 << 20
+"""Rough size of the XML rendered per step: bounds memory and keeps string offsets in 32 bits."""
+_MAX_CHUNK_ROWS = 65_536
+_WIDTH_SAMPLE_ROWS = 1_000
+_MAX_WIDTH = 60.0
+_MIN_WIDTH = 6.0
+_SHEET_NAME_FORBIDDEN = re.compile(r"[\\/?*\[\]:\x00-\x1f\ufffe\uffff]")
+
+_TEXT_OPEN = '<is><t xml:space="preserve">'
+_TEXT_CLOSE = "</t></is></c>"
+_NUM_CLOSE = "</v></c>"
+
+
+def sanitize_sheet_name(name: str, default: str = "Export") -> str:
+    """A valid worksheet name from ``name``: characters Excel forbids (``\\ / ? * [ ] :`` and
+    control characters) removed, leading and trailing apostrophes and spaces stripped, at most 31
+    characters; ``default`` when nothing is left."""
+    cleaned = _SHEET_NAME_FORBIDDEN.sub("", name).strip().strip("'").strip()
+    cleaned = cleaned[:31].rstrip().rstrip("'")
+    return cleaned or default
+
+
+def _numbered_sheet_name(base: str, number: int) -> str:
+    if number == 1:
+        return base
+    suffix = f" ({number})"
+    return base[: 31 - len(suffix)].rstrip().rstrip("'") + suffix
+
+
+class _ForwardSink:
+    """The encoder's view of ``ctx.sink``: full writes, a byte count for ``tell``, and no
+    ``seek``, so zipfile always streams (local headers with data descriptors) and the caller's
+    sink may be a pipe. ``detach`` drops later writes, which is how an aborted file stops."""
+
+    def __init__(self, raw: io.RawIOBase) -> None:
+        self._raw: io.RawIOBase | None = raw
+        self._pos = 0
+
+    def write(self, data: bytes, /) -> int:
+        view = memoryview(data).cast("B")
+        n = len(view)
+        raw = self._raw
+        if raw is not None:
+            done = 0
+            while done < n:
+                wrote = raw.write(view[done:])
+                if wrote is None:
+                    raise BlockingIOError("the sink would block")
+                done += wrote
+        self._pos += n
+        return n
+
+    def tell(self) -> int:
+        return self._pos
+
+    def flush(self) -> None:
+        if self._raw is not None:
+            self._raw.flush()
+
+    def close(self) -> None:
+        """Leave the caller's sink open: it is not the encoder's to close."""
+
+    def detach(self) -> None:
+        self._raw = None
+
+
+class _Column:
+    """How one column becomes cells: its style index and the cell markup it opens with."""
+
+    def __init__(self, field: pa.Field, style: int) -> None:
+        self.field = field
+        self.style = style
+        s = f' s="{style}"' if style else ""
+        self.num_open = f"<c{s}><v>"
+        self.bool_open = f'<c{s} t="b"><v>'
+        self.text_open = f'<c{s} t="inlineStr">' + _TEXT_OPEN
+
+
+def _value_type(t: pa.DataType) -> pa.DataType:
+    while True:
+        if pa.types.is_dictionary(t):
+            t = t.value_type
+        elif isinstance(t, pa.ExtensionType):
+            t = t.storage_type
+        elif pa.types.is_run_end_encoded(t):
+            t = t.value_type
+        else:
+            return t
+
+
+def _plain(arr: pa.Array) -> pa.Array:
+    """Dictionary, extension and run-end encoded arrays as their plain values."""
+    while True:
+        t = arr.type
+        if pa.types.is_dictionary(t):
+            arr = pc.take(arr.dictionary, arr.indices)
+        elif isinstance(t, pa.ExtensionType):
+            arr = arr.storage
+        elif pa.types.is_run_end_encoded(t):
+            arr = pc.run_end_decode(arr)
+        else:
+            return arr
+
+
+def _any(mask: pa.Array) -> bool:
+    return bool(pc.any(mask).as_py())
+
+
+def _count(mask: pa.Array) -> int:
+    return int(pc.sum(mask).as_py() or 0)
+
+
+class XlsxEncoder:
+    """Writes one XLSX workbook of ``schema``-shaped batches to ``ctx.sink`` as they arrive.
+
+    ``max_rows_per_sheet`` is the data rows a sheet holds under its header (Excel's limit by
+    default; lower only to exercise sheet overflow). Rows and warnings are final once ``finish``
+    returns; after ``abort`` nothing more is written to the sink.
+    """
+
+    def __init__(
+        self,
+        schema: pa.Schema,
+        options: XlsxOptions,
+        ctx: EncoderContext,
+        *,
+        max_rows_per_sheet: int = MAX_ROWS_PER_SHEET,
+    ) -> None:
+        if len(schema) > MAX_COLUMNS:
+            raise InvalidArgument(
+                f"XLSX holds at most {MAX_COLUMNS:,} columns; this table has {len(schema):,}",
+                reason="TOO_MANY_COLUMNS",
+            )
+        if max_rows_per_sheet < 1:
+            raise ValueError("max_rows_per_sheet must be positive")
+        if not 0 <= options.compression_level <= 9:
+            raise InvalidArgument(
+                f"compression_level must be 0..9, not {options.compression_level}",
+                reason="INVALID_OPTION",
+            )
+        self._schema = schema
+        self._options = options
+        self._ctx = ctx
+        self._timezone = ctx.common.timezone
+        self._header = options.header
+        self._capacity = max_rows_per_sheet + (0 if options.header else 1)
+        self._sheet_name = sanitize_sheet_name(options.sheet_name)
+        self._styles = parts.StyleTable(options.bold_header)
+        self._columns = [
+            _Column(f, self._styles.style_for(self._default_format(f))) for f in schema
+        ]
+        self._last_letter = parts.column_letters(len(schema) - 1) if len(schema) else "A"
+        self._header_xml = self._render_header() if options.header and len(schema) else ""
+        self._widths: list[float] | None = None
+
+        self._sink = _ForwardSink(ctx.sink)
+        level = options.compression_level
+        self._zip = zipfile.ZipFile(
+            self._sink,
+            "w",
+            compression=zipfile.ZIP_DEFLATED if level else zipfile.ZIP_STORED,
+            compresslevel=level if level else None,
+        )
+        self._zip.writestr("[Content_Types].xml", parts.CONTENT_TYPES)
+        self._zip.writestr("_rels/.rels", parts.ROOT_RELS)
+        self._entry: Any = None
+        self._sheet_rows = 0
+        self._sheets: list[parts.SheetEntry] = []
+        self._rows = 0
+        self._closed = False
+
+    # --- public -------------------------------------------------------------------------------
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Append ``batch``'s rows (its schema must be the encoder's)."""
+        if self._closed:
+            raise ValueError("write after finish or abort")
+        n = batch.num_rows
+        if n == 0:
+            return
+        if self._options.row_overflow is RowOverflow.FAIL and self._rows + n > self._capacity:
+            raise InvalidArgument(
+                f"the table has more than {self._capacity:,} rows, the most one sheet holds, "
+                "and row_overflow is FAIL",
+                reason="TOO_MANY_ROWS",
+            )
+        for start, length in self._chunk_bounds(batch):
+            self._write_chunk(batch.slice(start, length))
+
+    def finish(self) -> None:
+        """Close the last sheet and write the workbook parts and the zip directory."""
+        if self._closed:
+            raise ValueError("finish after finish or abort")
+        if self._entry is None and not self._sheets:
+            self._open_sheet()
+        self._close_sheet()
+        moved = self._rows - min(self._rows, self._capacity)
+        self._ctx.warnings.add(
+            "ROWS_ON_NEW_SHEET",
+            moved,
+            f"rows beyond {self._capacity:,} per sheet continue on further sheets",
+        )
+        self._zip.writestr("xl/workbook.xml", parts.workbook_xml(self._sheets))
+        self._zip.writestr("xl/_rels/workbook.xml.rels", parts.workbook_rels(len(self._sheets)))
+        self._zip.writestr("xl/styles.xml", self._styles.xml())
+        self._zip.close()
+        self._sink.flush()
+        self._closed = True
+
+    def abort(self) -> None:
+        """Stop without completing the file; writes nothing more to the sink."""
+        if self._closed:
+            return
+        self._closed = True
+        self._sink.detach()
+        try:
+            if self._entry is not None:
+                self._entry.close()
+            self._zip.close()
+        except (OSError, ValueError):
+            pass
+
+    # --- sheets -------------------------------------------------------------------------------
+
+    def _default_format(self, field: pa.Field) -> str:
+        custom = self._ctx.common.number_formats.get(field.name, "")
+        if custom:
+            return custom
+        t = _value_type(field.type)
+        if pa.types.is_date(t):
+            return self._options.date_format
+        if pa.types.is_timestamp(t):
+            return self._options.datetime_format
+        if pa.types.is_time(t):
+            return _TIME_FORMAT
+        if pa.types.is_duration(t):
+            return _DURATION_FORMAT
+        return ""
+
+    def _render_header(self) -> str:
+        names = pa.array([f.name for f in self._schema], pa.string())
+        text = self._clean_text(names)
+        s = f' s="{parts.StyleTable.HEADER}"' if self._options.bold_header else ""
+        cells = pc.binary_join_element_wise(
+            f'<c{s} t="inlineStr">{_TEXT_OPEN}', text, _TEXT_CLOSE, ""
+        )
+        return "<row>" + "".join(cells.to_pylist()) + "</row>"
+
+    def _open_sheet(self) -> None:
+        number = len(self._sheets) + 1
+        if self._widths is None:
+            self._widths = [self._width(len(f.name)) for f in self._schema]
+        self._entry = self._zip.open(parts.sheet_part_name(number), "w", force_zip64=True)
+        freeze = self._header and self._options.freeze_header and len(self._schema) > 0
+        head = parts.sheet_head(self._widths, freeze) + self._header_xml
+        self._entry.write(head.encode("utf-8"))
+        self._sheet_rows = 0
+
+    def _close_sheet(self) -> None:
+        if self._entry is None:
+            return
+        number = len(self._sheets) + 1
+        filter_range = None
+        if self._header and self._options.autofilter and len(self._schema):
+            filter_range = f"A1:{self._last_letter}{self._sheet_rows + 1}"
+        self._entry.write(parts.sheet_tail(filter_range).encode("utf-8"))
+        self._entry.close()
+        self._entry = None
+        name = _numbered_sheet_name(self._sheet_name, number)
+        absolute = None
+        if filter_range:
+            absolute = f"$A$1:${self._last_letter}${self._sheet_rows + 1}"
+        self._sheets.append(parts.SheetEntry(name, number, absolute))
+
+    # --- rows ---------------------------------------------------------------------------------
+
+    def _chunk_bounds(self, batch: pa.RecordBatch) -> list[tuple[int, int]]:
+        n = batch.num_rows
+        per_row = batch.nbytes / n + 24 * max(1, batch.num_columns)
+        rows = max(1, min(_MAX_CHUNK_ROWS, int(_CHUNK_BYTES / per_row)))
+        return [(start, min(rows, n - start)) for start in range(0, n, rows)]
+
+    def _write_chunk(self, chunk: pa.RecordBatch) -> None:
+        rows = self._render_rows(chunk)
+        n = len(rows)
+        _, offset_buffer, data = rows.buffers()
+        offsets = pa.Array.from_buffers(pa.int32(), n + 1, [None, offset_buffer], 0, rows.offset)
+        view = memoryview(data) if data is not None else memoryview(b"")
+        done = 0
+        while done < n:
+            if self._entry is not None and self._sheet_rows >= self._capacity:
+                self._close_sheet()
+            if self._entry is None:
+                self._open_sheet()
+            take = min(n - done, self._capacity - self._sheet_rows)
+            lo = offsets[done].as_py()
+            hi = offsets[done + take].as_py()
+            self._entry.write(view[lo:hi])
+            self._sheet_rows += take
+            self._rows += take
+            done += take
+
+    def _render_rows(self, chunk: pa.RecordBatch) -> pa.StringArray:
+        """One ``<row>...</row>`` string per row of ``chunk``."""
+        pieces: list[Any] = ["<row>"]
+        sample = self._widths is None
+        samples: list[float] = []
+        for column, arr in zip(self._columns, chunk.columns, strict=True):
+            col_pieces, shown = self._cells(column, arr)
+            pieces.extend(col_pieces)
+            if sample:
+                samples.append(self._sample_width(column.field, shown))
+        if sample:
+            self._widths = samples
+        pieces.append("</row>")
+        merged: list[Any] = []
+        for piece in pieces:
+            if isinstance(piece, str) and merged and isinstance(merged[-1], str):
+                merged[-1] += piece
+            else:
+                merged.append(piece)
+        if all(isinstance(p, str) for p in merged):
+            merged.append(pa.array([""] * len(chunk), pa.string()))
+        result: pa.StringArray = pc.binary_join_element_wise(
+            *merged, "", null_handling="replace", null_replacement="<c/>"
+        )
+        return result
+
+    def _width(self, chars: int) -> float:
+        return float(min(_MAX_WIDTH, max(_MIN_WIDTH, chars + 2)))
+
+    def _sample_width(self, field: pa.Field, shown: pa.Array | None) -> float:
+        longest = 0
+        if shown is not None and len(shown):
+            lengths = pc.utf8_length(shown.slice(0, _WIDTH_SAMPLE_ROWS))
+            longest = int(pc.max(lengths).as_py() or 0)
+        fmt = self._ctx.common.number_formats.get(field.name) or self._default_format(field)
+        if fmt:
+            longest = max(longest, len(fmt))
+        # the autofilter button takes about two characters of the header cell
+        return self._width(max(longest, len(field.name) + 2))
+
+    def _cells(self, col: _Column, arr: pa.Array) -> tuple[list[Any], pa.Array | None]:
+        """The markup pieces of one column for the row join, and its text for width sampling.
+
+        A piece is a literal string or an array; an array holding nulls is a whole cell each (the
+        join writes ``<c/>`` for them), an array without nulls may sit between literal markup.
+        """
+        arr = _plain(arr)
+        t = arr.type
+        if pa.types.is_null(t):
+            return ["<c/>"], None
+        if pa.types.is_boolean(t):
+            return self._wrap(col.bool_open, pc.if_else(arr, "1", "0"), _NUM_CLOSE), None
+        if pa.types.is_integer(t):
+            return self._integers(col, arr)
+        if pa.types.is_floating(t):
+            return self._floats(col, arr)
+        if pa.types.is_decimal(t):
+            return self._decimals(col, arr)
+        if pa.types.is_date(t) or pa.types.is_timestamp(t):
+            return self._dates(col, arr), None
+        if pa.types.is_time(t):
+            unit = _UNITS_PER_DAY[t.unit]
+            days = pc.divide(pc.cast(pc.cast(arr, pa.int64()), pa.float64()), float(unit))
+            return self._wrap(col.num_open, pc.cast(days, pa.string()), _NUM_CLOSE), None
+        if pa.types.is_duration(t):
+            unit = _UNITS_PER_DAY[t.unit]
+            days = pc.divide(pc.cast(pc.cast(arr, pa.int64()), pa.float64()), float(unit))
+            return self._wrap(col.num_open, pc.cast(days, pa.string()), _NUM_CLOSE), None
+        text = self._clean_text(render_text(arr, timezone=self._timezone))
+        return self._wrap(col.text_open, self._escape(text), _TEXT_CLOSE), text
+
+    @staticmethod
+    def _wrap(open_: str, values: pa.Array, close: str) -> list[Any]:
+        if values.null_count:
+            return [pc.binary_join_element_wise(open_, values, close, "")]
+        return [open_, values, close]
+
+    def _mixed(
+        self, col: _Column, as_text: pa.Array, numbers: pa.Array, text: pa.Array
+    ) -> list[Any]:
+        """Cells that are numbers except where ``as_text`` holds, which are inline text."""
+        num_cells = pc.binary_join_element_wise(col.num_open, numbers, _NUM_CLOSE, "")
+        text_cells = pc.binary_join_element_wise(col.text_open, self._escape(text), _TEXT_CLOSE, "")
+        return [pc.if_else(as_text, text_cells, num_cells)]
+
+    def _integers(self, col: _Column, arr: pa.Array) -> tuple[list[Any], pa.Array]:
+        digits = pc.cast(arr, pa.string())
+        low, high = pc.min_max(arr).values()
+        lo, hi = low.as_py(), high.as_py()
+        if lo is None or (lo >= -_SAFE_INT and hi <= _SAFE_INT):
+            return self._wrap(col.num_open, digits, _NUM_CLOSE), digits
+        big = pc.greater(arr, pa.scalar(_SAFE_INT, arr.type))
+        if pa.types.is_signed_integer(arr.type):
+            big = pc.or_(big, pc.less(arr, pa.scalar(-_SAFE_INT, arr.type)))
+        self._ctx.warnings.add(
+            "NUMBER_AS_TEXT",
+            _count(big),
+            "numbers with more digits than Excel keeps were written as exact text",
+        )
+        return self._mixed(col, big, digits, digits), digits
+
+    def _floats(self, col: _Column, arr: pa.Array) -> tuple[list[Any], pa.Array]:
+        if arr.type == pa.float16():
+            arr = pc.cast(arr, pa.float32())
+        digits = pc.cast(arr, pa.string())
+        finite = pc.is_finite(arr)
+        bad = pc.invert(finite)
+        if not _any(bad):
+            return self._wrap(col.num_open, digits, _NUM_CLOSE), digits
+        self._ctx.warnings.add(
+            "NON_FINITE_AS_TEXT", _count(bad), "NaN and infinities were written as text"
+        )
+        words = pc.if_else(pc.is_nan(arr), "NaN", pc.if_else(pc.greater(arr, 0), "inf", "-inf"))
+        return self._mixed(col, bad, digits, words), digits
+
+    def _decimals(self, col: _Column, arr: pa.Array) -> tuple[list[Any], pa.Array]:
+        digits = pc.cast(arr, pa.string())
+        if arr.type.precision <= 15:
+            return self._wrap(col.num_open, digits, _NUM_CLOSE), digits
+        significant = pc.utf8_trim(pc.replace_substring_regex(digits, r"\D|E.*$", ""), "0")
+        wide = pc.greater(pc.utf8_length(significant), 15)
+        if not _any(wide):
+            return self._wrap(col.num_open, digits, _NUM_CLOSE), digits
+        self._ctx.warnings.add(
+            "NUMBER_AS_TEXT",
+            _count(wide),
+            "numbers with more digits than Excel keeps were written as exact text",
+        )
+        return self._mixed(col, wide, digits, digits), digits
+
+    def _dates(self, col: _Column, arr: pa.Array) -> list[Any]:
+        t = arr.type
+        if pa.types.is_date32(t):
+            days = pc.cast(pc.cast(arr, pa.int32()), pa.float64())
+        elif pa.types.is_date64(t):
+            days = pc.divide(pc.cast(pc.cast(arr, pa.int64()), pa.float64()), 86_400_000.0)
+        else:
+            local = arr
+            if t.tz is not None:
+                local = pc.local_timestamp(arr.cast(pa.timestamp(t.unit, self._timezone)))
+            ticks = pc.cast(pc.cast(local, pa.int64()), pa.float64())
+            days = pc.divide(ticks, float(_UNITS_PER_DAY[t.unit]))
+        serial = pc.add(days, float(_EXCEL_EPOCH_OFFSET))
+        # Excel counts a 1900-02-29 that never was: serials before 1900-03-01 are one lower.
+        early = pc.less(serial, 61.0)
+        if _any(early):
+            serial = pc.if_else(early, pc.subtract(serial, 1.0), serial)
+        numbers = pc.cast(serial, pa.string())
+        outside = pc.or_(
+            pc.less(serial, float(_FIRST_SERIAL)), pc.greater_equal(serial, float(_LAST_SERIAL))
+        )
+        if not _any(outside):
+            return self._wrap(col.num_open, numbers, _NUM_CLOSE)
+        self._ctx.warnings.add(
+            "DATE_AS_TEXT",
+            _count(outside),
+            "dates before 1900 or after 9999 were written as text",
+        )
+        text = render_text(arr, timezone=self._timezone)
+        return self._mixed(col, outside, numbers, text)
+
+    # --- text ---------------------------------------------------------------------------------
+
+    def _clean_text(self, text: pa.Array) -> pa.Array:
+        """Remove XML-illegal characters and cut cells to Excel's length limit, counting both."""
+        text, removed = sanitize_text(text)
+        self._ctx.warnings.add(
+            "CONTROL_CHARACTERS_REMOVED",
+            removed,
+            "characters not allowed in XLSX were removed from text cells",
+        )
+        if len(text) == 0:
+            return text
+        lengths = pc.utf8_length(text)
+        longest = pc.max(lengths).as_py()
+        # a cell over 32,767 UTF-16 units has at least 16,384 code points
+        if longest is None or longest <= MAX_CELL_CHARS // 2:
+            return text
+        candidates = pc.greater(lengths, MAX_CELL_CHARS // 2)
+        index = pc.indices_nonzero(candidates)
+        cut: list[str] = []
+        long_values = text.take(index).to_pylist()
+        changed_at: list[int] = []
+        for i, value in zip(index.to_pylist(), long_values, strict=True):
+            units = value.encode("utf-16-le")
+            if len(units) <= 2 * MAX_CELL_CHARS:
+                continue
+            head = units[: 2 * MAX_CELL_CHARS]
+            if 0xD8 <= head[-1] <= 0xDB:  # a high surrogate whose pair was cut off
+                head = head[:-2]
+            cut.append(head.decode("utf-16-le"))
+            changed_at.append(i)
+        if not cut:
+            return text
+        self._ctx.warnings.add(
+            "CELL_TRUNCATED",
+            len(cut),
+            f"text longer than {MAX_CELL_CHARS:,} characters was truncated",
+        )
+        mask = [False] * len(text)
+        for i in changed_at:
+            mask[i] = True
+        return pc.replace_with_mask(text, pa.array(mask), pa.array(cut, pa.string()))
+
+    @staticmethod
+    def _escape(text: pa.Array) -> pa.Array:
+        """Escape markup characters, and carriage returns (XML parsers turn them into newlines)."""
+        text = pc.replace_substring(text, "&", "&amp;")
+        text = pc.replace_substring(text, "<", "&lt;")
+        text = pc.replace_substring(text, ">", "&gt;")
+        return pc.replace_substring(text, "\r", "&#13;")
