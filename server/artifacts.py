@@ -380,6 +380,7 @@ class ArtifactStore:
         self._evict_lock = threading.Lock()
         self._verified: OrderedDict[str, tuple[int, int, int, int]] = OrderedDict()
         self._verified_lock = threading.Lock()
+        self._verifications = 0
         self._sweeper: threading.Thread | None = None
         self._stop_event = threading.Event()
         self._recover()
@@ -598,6 +599,12 @@ class ArtifactStore:
             thread.join(timeout)
 
     @property
+    def verifications(self) -> int:
+        """How many whole-file checksum passes ranged reads have run (a resumed download of a
+        file already verified in its current state runs none)."""
+        return self._verifications
+
+    @property
     def sweeper_running(self) -> bool:
         """Whether the background sweeper thread is alive."""
         return self._sweeper is not None and self._sweeper.is_alive()
@@ -798,6 +805,8 @@ class ArtifactStore:
             if self._verified.get(artifact.handle) == state:
                 self._verified.move_to_end(artifact.handle)
                 return
+        with self._verified_lock:
+            self._verifications += 1
         digest = hashlib.sha256()
         f.seek(0)
         remaining = artifact.size
