@@ -1,0 +1,179 @@
+"""Wiring: build the domain objects from a ServerConfig and serve them over gRPC.
+
+``create_server`` binds and starts a server and hands back the pieces (tests bind port 0 and reach
+into the registry); ``serve`` is the blocking command-line entry with signal handling.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from exportd.v1 import artifact_service_pb2 as apb
+from exportd.v1 import artifact_service_pb2_grpc as apb_grpc
+from exportd.v1 import export_service_pb2 as epb
+from exportd.v1 import export_service_pb2_grpc as epb_grpc
+
+from .artifacts import ArtifactStore
+from .config import ServerConfig
+from .db import Database
+from .exports import Exports
+from .governor import Governor
+from .jobs import JobFailure, JobRegistry
+from .servicer import ArtifactServicer, ExportServicer
+
+log = logging.getLogger("exportd.server")
+
+SERVICE_NAMES = (
+    epb.DESCRIPTOR.services_by_name["ExportService"].full_name,
+    apb.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
+)
+
+
+@dataclass
+class RunningServer:
+    """A started server and the domain objects behind it."""
+
+    server: grpc.Server
+    port: int
+    config: ServerConfig
+    db: Database
+    jobs: JobRegistry
+    governor: Governor
+    artifacts: ArtifactStore
+    exports: Exports
+    health: health.HealthServicer
+    _stopped: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def target(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop serving: refuse new exports, let running ones finish within ``grace`` seconds,
+        cancel what is left, and close the stores. Safe to call twice."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.config.grace_period if grace is None else grace
+        self.health.enter_graceful_shutdown()
+        self.governor.close()
+        deadline = time.monotonic() + grace
+        while self.jobs.running_jobs() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.jobs.cancel_all("the server is shutting down")
+        done = self.server.stop(grace=1.0)
+        done.wait(5.0)
+        for job in self.jobs.running_jobs():  # threads that never got to record their end
+            self.jobs.fail(job, JobFailure("CANCELLED", "the server shut down", "SHUTDOWN"))
+        self.artifacts.stop()
+        self.db.close()
+
+
+def create_server(config: ServerConfig) -> RunningServer:
+    """Open the stores, start the gRPC server on config.host:config.port (0 picks a free port)."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(config.data_dir / "exportd.sqlite3")
+    jobs = JobRegistry(db)
+    artifacts = ArtifactStore(
+        config.data_dir / "artifacts",
+        db,
+        default_ttl=config.artifact_ttl,
+        max_total_bytes=config.max_artifact_bytes,
+        min_free_bytes=config.min_free_bytes,
+    )
+    governor = Governor(config.max_concurrent, config.max_queue)
+    exports = Exports(
+        jobs=jobs,
+        governor=governor,
+        artifacts=artifacts,
+        scratch_root=config.data_dir / "scratch",
+        limits=config.limits,
+        chunk_size=min(config.chunk_size, 1 << 20),
+        progress_interval=config.progress_interval,
+    )
+    # Every Export holds a worker for its whole life, so the pool covers all running and queued
+    # exports plus headroom for watchers, downloads and unary calls; past that,
+    # maximum_concurrent_rpcs answers RESOURCE_EXHAUSTED at once instead of queueing invisibly.
+    workers = config.max_concurrent + config.max_queue + 32
+    options = [
+        # Data pieces and file chunks are at most this large (default 8 MiB, above 4 MiB default).
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        # Ping idle connections every 30 s and drop them after 10 s without an answer, so a
+        # vanished client frees its export slot instead of holding it until TCP gives up.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        # Let clients keep long exports alive with their own pings, but not more than every 10 s.
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        # Retire connections after a day (with a 5 minute grace for calls in flight) so load
+        # balancers can rebalance; long exports are not cut in the middle.
+        ("grpc.max_connection_age_ms", 24 * 3600 * 1000),
+        ("grpc.max_connection_age_grace_ms", 5 * 60 * 1000),
+        # One port, one server: never share a port with a stale process.
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
+        options=options,
+        maximum_concurrent_rpcs=workers,
+    )
+    epb_grpc.add_ExportServiceServicer_to_server(
+        ExportServicer(exports, jobs, default_ttl=config.artifact_ttl), server
+    )
+    apb_grpc.add_ArtifactServiceServicer_to_server(
+        ArtifactServicer(artifacts, chunk_size=min(config.chunk_size, 1 << 20)), server
+    )
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    if port == 0:
+        raise OSError(f"could not bind {config.host}:{config.port}")
+    server.start()
+    for name in (*SERVICE_NAMES, ""):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    artifacts.start_sweeper(config.sweep_interval)
+    return RunningServer(
+        server=server,
+        port=port,
+        config=config,
+        db=db,
+        jobs=jobs,
+        governor=governor,
+        artifacts=artifacts,
+        exports=exports,
+        health=health_servicer,
+    )
+
+
+def serve(config: ServerConfig) -> int:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully; returns the exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    running = create_server(config)
+    print(f"exportd listening on {config.host}:{running.port}", flush=True)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: shutting down (grace %.0f s)", signum, config.grace_period)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop.wait(0.5):
+        pass
+    running.stop()
+    print("exportd stopped", file=sys.stderr, flush=True)
+    return 0

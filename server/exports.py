@@ -1,0 +1,644 @@
+"""The export use case: admit a job, receive its Arrow stream, render it, deliver the file.
+
+``Exports.run`` is a generator of domain events (Accepted, JobProgress, Chunk, Completed) that the
+servicer turns into protobuf one for one; failures are raised as ExportdError after the job has
+been marked. Everything an export touches — its governor slot, its reader thread, its scratch
+directory, its temp artifact — is released in one ``finally``, whatever ends it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+
+import pyarrow as pa
+
+from .artifacts import ArtifactStore, PendingArtifact
+from .config import ExportLimits
+from .errors import (
+    Cancelled,
+    DeadlineExceeded,
+    ExportdError,
+    InvalidArgument,
+    ResourceExhausted,
+)
+from .exporters import FORMATS, EncoderContext, create_encoder
+from .exporters.options import Column, CommonOptions, FormatOptions
+from .governor import Governor
+from .jobs import Job, JobFailure, JobRegistry, JobResult, JobState, Progress, Warning_
+
+log = logging.getLogger("exportd.exports")
+
+
+class Delivery(Enum):
+    """How the finished file reaches the client."""
+
+    STREAM = "stream"
+    HANDLE = "handle"
+    STREAM_AND_HANDLE = "stream_and_handle"
+
+    @property
+    def streams(self) -> bool:
+        return self is not Delivery.HANDLE
+
+    @property
+    def keeps(self) -> bool:
+        return self is not Delivery.STREAM
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """What to make, validated: the servicer builds it from the contract's ExportSpec."""
+
+    format: str
+    options: FormatOptions
+    common: CommonOptions = field(default_factory=CommonOptions)
+    delivery: Delivery = Delivery.STREAM
+    priority: int = 0
+    request_id: str = ""
+    columns: tuple[Column, ...] = ()
+    expected_rows: int = 0
+    ttl: float | None = None
+
+
+# -- inputs from the client ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataPiece:
+    """A piece of the Arrow IPC stream."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class EndOfData:
+    """The client has sent everything."""
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    """The client asks to stop."""
+
+    reason: str = ""
+
+
+Input = DataPiece | EndOfData | CancelRequest
+
+
+# -- events to the client --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job_id: str
+    queue_position: int
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    progress: Progress
+
+
+@dataclass(frozen=True)
+class Chunk:
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Completed:
+    job_id: str
+    result: JobResult
+
+
+Event = Accepted | JobProgress | Chunk | Completed
+
+
+class Exports:
+    """Runs exports end to end with the governor, the job registry and the artifact store."""
+
+    def __init__(
+        self,
+        *,
+        jobs: JobRegistry,
+        governor: Governor,
+        artifacts: ArtifactStore,
+        scratch_root: Path,
+        limits: ExportLimits = ExportLimits(),
+        chunk_size: int = 1 << 20,
+        progress_interval: float = 0.1,
+    ) -> None:
+        self.jobs = jobs
+        self.governor = governor
+        self.artifacts = artifacts
+        self.scratch_root = scratch_root
+        self.limits = limits
+        self.chunk_size = chunk_size
+        self.progress_interval = progress_interval
+        scratch_root.mkdir(parents=True, exist_ok=True)
+        for leftover in scratch_root.iterdir():  # crash leftovers: nobody owns them any more
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def run(
+        self,
+        spec: ExportSpec,
+        inputs: Iterator[Input],
+        *,
+        tenant: str = "",
+        is_active: Callable[[], bool] = lambda: True,
+    ) -> Iterator[Event]:
+        """Run one export, yielding its events; raises ExportdError when it does not succeed."""
+        job, created = self.jobs.create(
+            tenant=tenant,
+            format=spec.format,
+            file_name=spec.common.file_name,
+            priority=spec.priority,
+            request_id=spec.request_id,
+            delivery=spec.delivery.value,
+        )
+        if not created:
+            # An idempotent retry: report the existing job instead of exporting twice.
+            yield Accepted(job.job_id, 0)
+            yield from self.follow(job, is_active=is_active)
+            return
+        log.info("job created", extra={"job_id": job.job_id, "tenant": tenant, "format": spec.format})
+        try:
+            ticket = self.governor.enqueue(job.job_id, spec.priority, tenant=tenant)
+        except ExportdError as exc:
+            self.jobs.fail(job, JobFailure(exc.code, exc.message, exc.reason))
+            raise
+        try:
+            position = ticket.position
+            yield Accepted(job.job_id, position)
+            while not ticket.wait(self.progress_interval):
+                self._check_cancel(job, is_active)
+                now = ticket.position
+                if now != position:
+                    position = now
+                    progress = Progress(JobState.QUEUED, queue_position=position)
+                    self.jobs.report(job, progress)
+                    yield JobProgress(progress)
+            yield from self._execute(job, spec, inputs, is_active)
+        except ExportdError as exc:
+            self.jobs.fail(job, JobFailure(exc.code, exc.message, exc.reason))
+            log.info(
+                "job ended: %s %s", exc.code, exc.message, extra={"job_id": job.job_id, "tenant": tenant}
+            )
+            raise
+        except GeneratorExit:
+            # The servicer stopped listening: the client went away mid-export.
+            self.jobs.fail(job, JobFailure("CANCELLED", "the client went away", "CLIENT_GONE"))
+            raise
+        except Exception as exc:
+            log.exception("job failed unexpectedly", extra={"job_id": job.job_id, "tenant": tenant})
+            self.jobs.fail(job, JobFailure("INTERNAL", f"internal error: {exc}", "INTERNAL"))
+            raise
+        finally:
+            ticket.release()
+
+    def follow(self, job: Job, *, is_active: Callable[[], bool] = lambda: True) -> Iterator[Event]:
+        """Events of an existing job from now to its end, as a watcher sees them."""
+        for snapshot in self.jobs.watch(job, is_active=is_active):
+            if snapshot.state is JobState.SUCCEEDED and snapshot.result is not None:
+                yield Completed(job.job_id, snapshot.result)
+                return
+            if snapshot.state.terminal:
+                error = snapshot.error or JobFailure("UNKNOWN", "the job ended without a result", "UNKNOWN")
+                raise _error_from_failure(error)
+            yield JobProgress(snapshot.progress)
+
+    @staticmethod
+    def _check_cancel(job: Job, is_active: Callable[[], bool]) -> None:
+        if job.cancel_requested.is_set():
+            raise Cancelled(job.cancel_reason or "cancelled", reason="CANCELLED_BY_REQUEST")
+        if not is_active():
+            raise Cancelled("the client went away or its deadline passed", reason="CLIENT_GONE")
+
+    def _execute(
+        self, job: Job, spec: ExportSpec, inputs: Iterator[Input], is_active: Callable[[], bool]
+    ) -> Iterator[Event]:
+        info = FORMATS[spec.format]
+        started = time.monotonic()
+        self.jobs.set_state(job, JobState.RECEIVING, rows_total=spec.expected_rows)
+        yield JobProgress(job.progress)
+        scratch = Path(tempfile.mkdtemp(prefix=job.job_id + "-", dir=self.scratch_root))
+        pending: PendingArtifact | None = None
+        feed = _Feed(inputs, job, is_active, self.limits, self._check_cancel)
+        encoder = None
+        try:
+            if spec.delivery.keeps:
+                pending = self.artifacts.begin(
+                    tenant=job.tenant,
+                    job_id=job.job_id,
+                    file_name=spec.common.file_name,
+                    media_type=info.media_type,
+                    ttl=spec.ttl,
+                )
+            sink = _TeeSink(pending, stream=spec.delivery.streams, chunk_size=self.chunk_size)
+            reader = _open_stream(feed)
+            select, out_schema, common = _plan_columns(reader.schema, spec, self.limits)
+            ctx = EncoderContext(sink=sink, common=common, scratch_dir=scratch)
+            encoder = create_encoder(spec.format, out_schema, spec.options, ctx)
+            rows = 0
+            last_report = time.monotonic()
+            while True:
+                batch = _next_batch(reader)
+                if batch is None:
+                    break
+                if batch.nbytes > self.limits.max_batch_bytes:
+                    raise InvalidArgument(
+                        f"a record batch of {batch.nbytes} bytes is over the limit of "
+                        f"{self.limits.max_batch_bytes}; send smaller batches",
+                        reason="BATCH_TOO_LARGE",
+                    )
+                rows += batch.num_rows
+                if rows > self.limits.max_rows:
+                    raise ResourceExhausted(
+                        f"the export carries more than {self.limits.max_rows} rows",
+                        reason="TOO_MANY_ROWS",
+                    )
+                encoder.write(select(batch))
+                yield from sink.drain()
+                if time.monotonic() - last_report >= self.progress_interval:
+                    last_report = time.monotonic()
+                    yield self._progress(job, spec, rows, feed, sink, started)
+            feed.expect_end()
+            self.jobs.set_state(job, JobState.RENDERING, rows_done=rows, bytes_received=feed.received)
+            yield JobProgress(job.progress)
+            yield from self._finish(job, encoder, ctx, sink, rows, feed, started, is_active)
+            encoder = None
+            yield from sink.drain(final=True)
+            if pending is not None:
+                artifact = pending.commit()
+                handle, size, digest = artifact.handle, artifact.size, artifact.sha256
+                expires: float | None = artifact.expires_at
+                pending = None
+            else:
+                handle, size, digest, expires = "", sink.size, sink.hexdigest(), None
+            result = JobResult(
+                size=size,
+                sha256=digest,
+                rows=rows,
+                media_type=info.media_type,
+                file_name=spec.common.file_name,
+                handle=handle,
+                expires_at=expires,
+                warnings=tuple(Warning_(c, n, m) for c, n, m in ctx.warnings.items()),
+            )
+            self.jobs.succeed(job, result)
+            yield JobProgress(job.progress)
+            log.info(
+                "job succeeded: %d rows, %d bytes",
+                rows,
+                size,
+                extra={"job_id": job.job_id, "tenant": job.tenant},
+            )
+            yield Completed(job.job_id, result)
+        finally:
+            feed.close()
+            if encoder is not None:
+                encoder.abort()
+            if pending is not None:
+                pending.abort()
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _finish(
+        self,
+        job: Job,
+        encoder: object,
+        ctx: EncoderContext,
+        sink: _TeeSink,
+        rows: int,
+        feed: _Feed,
+        started: float,
+        is_active: Callable[[], bool],
+    ) -> Iterator[Event]:
+        """Run ``encoder.finish()`` in a thread so this generator keeps streaming chunks and
+        progress while a late-rendering format (PDF) draws its pages."""
+        rendered = [0, rows]
+
+        def on_progress(done: int, total: int) -> None:
+            self._check_cancel(job, is_active)
+            rendered[0], rendered[1] = done, total
+
+        ctx.progress = on_progress
+        outcome: list[BaseException | None] = []
+
+        def work() -> None:
+            try:
+                encoder.finish()  # type: ignore[attr-defined]
+                outcome.append(None)
+            except BaseException as exc:  # handed to the generator's thread below
+                outcome.append(exc)
+
+        worker = threading.Thread(target=work, name=f"render-{job.job_id}", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(self.progress_interval)
+            yield from sink.drain()
+            done, total = rendered
+            fraction = min(0.99, done / total) if total else 0.5
+            elapsed = time.monotonic() - started
+            progress = replace(
+                job.progress,
+                bytes_written=sink.size,
+                fraction=fraction,
+                elapsed=elapsed,
+                eta=_eta(elapsed, fraction),
+            )
+            self.jobs.report(job, progress)
+            yield JobProgress(progress)
+        if outcome and outcome[0] is not None:
+            raise outcome[0]
+
+    def _progress(
+        self, job: Job, spec: ExportSpec, rows: int, feed: _Feed, sink: _TeeSink, started: float
+    ) -> JobProgress:
+        elapsed = time.monotonic() - started
+        total = spec.expected_rows
+        fraction = min(0.99, rows / total) if total else 0.0
+        progress = Progress(
+            state=job.state,
+            rows_done=rows,
+            rows_total=total,
+            bytes_received=feed.received,
+            bytes_written=sink.size,
+            fraction=fraction,
+            elapsed=elapsed,
+            eta=_eta(elapsed, fraction),
+        )
+        self.jobs.report(job, progress)
+        return JobProgress(progress)
+
+
+def _eta(elapsed: float, fraction: float) -> float | None:
+    if fraction <= 0.0:
+        return None
+    return elapsed * (1.0 - fraction) / fraction
+
+
+def _error_from_failure(failure: JobFailure) -> ExportdError:
+    from . import errors
+
+    for cls in errors.ExportdError.__subclasses__():
+        if cls.code == failure.code:
+            return cls(failure.message, reason=failure.reason)
+    error = ExportdError(failure.message, reason=failure.reason)
+    error.code = failure.code
+    return error
+
+
+# -- Arrow input -----------------------------------------------------------------------------
+
+
+def _open_stream(feed: _Feed) -> pa.ipc.RecordBatchStreamReader:
+    try:
+        return pa.ipc.open_stream(feed)
+    except pa.ArrowInvalid as exc:
+        raise InvalidArgument(
+            f"the data is not a valid Arrow IPC stream: {exc}", reason="MALFORMED_ARROW"
+        ) from exc
+    except OSError as exc:
+        raise InvalidArgument(
+            f"the Arrow IPC stream could not be read: {exc}", reason="MALFORMED_ARROW"
+        ) from exc
+
+
+def _next_batch(reader: pa.ipc.RecordBatchStreamReader) -> pa.RecordBatch | None:
+    try:
+        batch = reader.read_next_batch()
+        batch.validate(full=True)
+    except StopIteration:
+        return None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise InvalidArgument(
+            f"malformed Arrow record batch: {exc}", reason="MALFORMED_ARROW"
+        ) from exc
+    except OSError as exc:
+        raise InvalidArgument(f"the Arrow IPC stream broke off: {exc}", reason="MALFORMED_ARROW") from exc
+    return batch
+
+
+def _plan_columns(
+    schema: pa.Schema, spec: ExportSpec, limits: ExportLimits
+) -> tuple[Callable[[pa.RecordBatch], pa.RecordBatch], pa.Schema, CommonOptions]:
+    """Resolve the spec's column selection against the uploaded schema, once."""
+    if len(schema) > limits.max_columns:
+        raise InvalidArgument(
+            f"the table has {len(schema)} columns; the limit is {limits.max_columns}",
+            reason="TOO_MANY_COLUMNS",
+        )
+    if not spec.columns:
+        return (lambda batch: batch), schema, spec.common
+    names = schema.names
+    indices: list[int] = []
+    for column in spec.columns:
+        matches = [i for i, name in enumerate(names) if name == column.source]
+        if not matches:
+            shown = ", ".join(names[:20]) + (" …" if len(names) > 20 else "")
+            raise InvalidArgument(
+                f"column {column.source!r} is not in the uploaded data (columns: {shown})",
+                reason="UNKNOWN_COLUMN",
+            )
+        indices.append(matches[0])
+    headers = [c.header or c.source for c in spec.columns]
+    fields = [schema.field(i).with_name(h) for i, h in zip(indices, headers, strict=True)]
+    out_schema = pa.schema(fields, metadata=schema.metadata)
+    formats = {h: c.number_format for h, c in zip(headers, spec.columns, strict=True) if c.number_format}
+    common = replace(spec.common, number_formats={**spec.common.number_formats, **formats})
+
+    def select(batch: pa.RecordBatch) -> pa.RecordBatch:
+        return pa.RecordBatch.from_arrays([batch.column(i) for i in indices], schema=out_schema)
+
+    return select, out_schema, common
+
+
+class _Feed(io.RawIOBase):
+    """The client's data messages as a readable byte stream for pyarrow's IPC reader.
+
+    A reader thread moves messages from the gRPC request iterator into a small bounded queue, so
+    the export thread can wait with a timeout (cancel, vanished client, idle limit) instead of
+    blocking inside grpc, and HTTP/2 flow control still holds a fast client back.
+    """
+
+    def __init__(
+        self,
+        inputs: Iterator[Input],
+        job: Job,
+        is_active: Callable[[], bool],
+        limits: ExportLimits,
+        check_cancel: Callable[[Job, Callable[[], bool]], None],
+    ) -> None:
+        super().__init__()
+        self._inputs = inputs
+        self._job = job
+        self._is_active = is_active
+        self._limits = limits
+        self._check_cancel = check_cancel
+        self._queue: queue.Queue[Input | BaseException | None] = queue.Queue(maxsize=8)
+        self._stop = threading.Event()
+        self._piece = memoryview(b"")
+        self._ended = False
+        self.received = 0
+        self._thread = threading.Thread(target=self._pump, name=f"feed-{job.job_id}", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        try:
+            for item in self._inputs:
+                if not self._put(item) or isinstance(item, EndOfData | CancelRequest):
+                    return
+            self._put(None)
+        except BaseException as exc:  # the RPC broke; the export thread raises it
+            self._put(exc)
+
+    def _put(self, item: Input | BaseException | None) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def readable(self) -> bool:
+        return True
+
+    def _next(self) -> Input | None:
+        """The next client message, waiting with checks; None when the stream closed."""
+        idle = 0.0
+        while True:
+            self._check_cancel(self._job, self._is_active)
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                idle += 0.1
+                if idle >= self._limits.data_timeout:
+                    raise DeadlineExceeded(
+                        f"no data from the client for {self._limits.data_timeout:.0f} s",
+                        reason="DATA_TIMEOUT",
+                    ) from None
+                continue
+            if isinstance(item, BaseException):
+                raise Cancelled(f"the client's stream broke: {item}", reason="CLIENT_GONE")
+            if isinstance(item, CancelRequest):
+                raise Cancelled(item.reason or "cancelled by the client", reason="CANCELLED_BY_CLIENT")
+            return item
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes, fewer only at the end of the data."""
+        parts: list[bytes] = []
+        want = size if size >= 0 else 1 << 62
+        while want > 0:
+            if not self._piece:
+                if self._ended:
+                    break
+                item = self._next()
+                if item is None:
+                    raise InvalidArgument(
+                        "the request stream closed without an end message", reason="MISSING_END"
+                    )
+                if isinstance(item, EndOfData):
+                    self._ended = True
+                    break
+                assert isinstance(item, DataPiece)
+                self.received += len(item.data)
+                if self.received > self._limits.max_bytes_received:
+                    raise ResourceExhausted(
+                        f"the upload is over the limit of {self._limits.max_bytes_received} bytes",
+                        reason="UPLOAD_TOO_LARGE",
+                    )
+                self._piece = memoryview(item.data)
+            take = self._piece[:want]
+            self._piece = self._piece[len(take) :]
+            want -= len(take)
+            parts.append(take.obj if len(take) == len(take.obj) else bytes(take))  # type: ignore[arg-type]
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def expect_end(self) -> None:
+        """After the Arrow stream's end: only the end message may follow."""
+        if self._piece and bytes(self._piece).strip(b"\x00"):
+            raise InvalidArgument(
+                "data follows the end of the Arrow stream (a second stream or a schema change?)",
+                reason="DATA_AFTER_END",
+            )
+        while not self._ended:
+            item = self._next()
+            if item is None:
+                raise InvalidArgument(
+                    "the request stream closed without an end message", reason="MISSING_END"
+                )
+            if isinstance(item, EndOfData):
+                self._ended = True
+            elif isinstance(item, DataPiece) and item.data:
+                raise InvalidArgument(
+                    "data follows the end of the Arrow stream (a second stream or a schema change?)",
+                    reason="DATA_AFTER_END",
+                )
+
+    def close(self) -> None:
+        self._stop.set()
+        super().close()
+
+
+class _TeeSink(io.RawIOBase):
+    """Where an encoder's bytes go: the artifact's temp file and/or the chunk buffer for the stream.
+
+    Thread-safe, because PDF finishes in a worker thread while the export thread drains chunks.
+    """
+
+    def __init__(self, pending: PendingArtifact | None, *, stream: bool, chunk_size: int) -> None:
+        super().__init__()
+        self._pending = pending
+        self._stream = stream
+        self._chunk_size = chunk_size
+        self._hash = hashlib.sha256() if pending is None else None
+        self._buffer = bytearray()
+        self._lock = threading.Lock()
+        self._emitted = 0
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.size
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(data).cast("B")
+        with self._lock:
+            if self._pending is not None:
+                self._pending.write(view)
+            if self._hash is not None:
+                self._hash.update(view)
+            if self._stream:
+                self._buffer += view
+            self.size += len(view)
+        return len(view)
+
+    def drain(self, *, final: bool = False) -> Iterator[Chunk]:
+        """Chunks of at most chunk_size ready to send; with ``final``, everything left."""
+        while True:
+            with self._lock:
+                if not self._buffer or (len(self._buffer) < self._chunk_size and not final):
+                    return
+                piece = bytes(self._buffer[: self._chunk_size])
+                del self._buffer[: self._chunk_size]
+                offset = self._emitted
+                self._emitted += len(piece)
+            yield Chunk(offset, piece)
+
+    def hexdigest(self) -> str:
+        assert self._hash is not None
+        return self._hash.hexdigest()

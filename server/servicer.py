@@ -1,0 +1,210 @@
+"""gRPC servicers: thin translations between the contract and the domain.
+
+Each RPC converts its request, makes one call into domain code, and converts the answer back.
+Every ExportdError becomes a status here and nowhere else, carrying google.rpc.ErrorInfo (the
+machine reason) and, for a full queue, google.rpc.RetryInfo.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import NoReturn
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from exportd.v1 import artifact_service_pb2 as apb
+from exportd.v1 import artifact_service_pb2_grpc as apb_grpc
+from exportd.v1 import export_service_pb2 as epb
+from exportd.v1 import export_service_pb2_grpc as epb_grpc
+
+from . import _mapping as m
+from .artifacts import ArtifactStore
+from .errors import ExportdError, InvalidArgument, ResourceExhausted
+from .exports import CancelRequest, DataPiece, EndOfData, Exports, Input
+from .jobs import JobRegistry
+
+log = logging.getLogger("exportd.servicer")
+
+DOMAIN = "exportd.v1"
+
+TenantOf = Callable[[grpc.ServicerContext], str]
+
+
+def _no_tenant(context: grpc.ServicerContext) -> str:
+    return ""
+
+
+def abort(context: grpc.ServicerContext, error: ExportdError) -> NoReturn:
+    """End the RPC with ``error``'s status, reason and (for a full queue) retry delay."""
+    details = []
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN))
+    details.append(info)
+    if isinstance(error, ResourceExhausted) and error.retry_after is not None:
+        retry = any_pb2.Any()
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(error.retry_after * 1e9))
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        details.append(retry)
+    status = status_pb2.Status(
+        code=getattr(code_pb2, error.code, code_pb2.UNKNOWN),
+        message=error.message,
+        details=details,
+    )
+    context.abort_with_status(rpc_status.to_status(status))
+    raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+def _inputs(requests: Iterator[epb.ExportRequest]) -> Iterator[Input]:
+    for request in requests:
+        kind = request.WhichOneof("kind")
+        if kind == "data":
+            yield DataPiece(request.data.arrow_ipc)
+        elif kind == "end":
+            yield EndOfData()
+        elif kind == "cancel":
+            yield CancelRequest(request.cancel.reason)
+        else:
+            raise InvalidArgument(f"unexpected {kind or 'empty'} message after the spec", reason="PROTOCOL")
+
+
+class ExportServicer(epb_grpc.ExportServiceServicer):
+    """ExportService: Export and the job RPCs."""
+
+    def __init__(self, exports: Exports, jobs: JobRegistry, *, default_ttl: float, tenant_of: TenantOf = _no_tenant) -> None:
+        self._exports = exports
+        self._jobs = jobs
+        self._default_ttl = default_ttl
+        self._tenant_of = tenant_of
+
+    def Export(
+        self, request_iterator: Iterator[epb.ExportRequest], context: grpc.ServicerContext
+    ) -> Iterator[epb.ExportResponse]:
+        try:
+            first = next(request_iterator, None)
+            if first is None or first.WhichOneof("kind") != "spec":
+                raise InvalidArgument("the first message of an Export must be its spec", reason="PROTOCOL")
+            spec = m.spec_from_proto(first.spec, default_ttl=self._default_ttl)
+            events = self._exports.run(
+                spec, _inputs(request_iterator), tenant=self._tenant_of(context), is_active=context.is_active
+            )
+            for event in events:
+                yield _event_to_proto(event)
+        except ExportdError as exc:
+            abort(context, exc)
+
+    def GetJob(self, request: epb.GetJobRequest, context: grpc.ServicerContext) -> epb.GetJobResponse:
+        try:
+            job = self._jobs.get(request.job_id, self._tenant_of(context))
+        except ExportdError as exc:
+            abort(context, exc)
+        return epb.GetJobResponse(job=m.job_to_proto(job))
+
+    def WatchJob(
+        self, request: epb.WatchJobRequest, context: grpc.ServicerContext
+    ) -> Iterator[epb.WatchJobResponse]:
+        try:
+            job = self._jobs.get(request.job_id, self._tenant_of(context))
+        except ExportdError as exc:
+            abort(context, exc)
+        for snapshot in self._jobs.watch(job, is_active=context.is_active):
+            if snapshot.result is not None:
+                yield epb.WatchJobResponse(completed=m.completed_to_proto(job.job_id, snapshot.result))
+            elif snapshot.error is not None:
+                yield epb.WatchJobResponse(failed=m.failure_to_proto(snapshot.error))
+            else:
+                yield epb.WatchJobResponse(progress=m.progress_to_proto(snapshot.progress))
+
+    def CancelJob(self, request: epb.CancelJobRequest, context: grpc.ServicerContext) -> epb.CancelJobResponse:
+        try:
+            job = self._jobs.request_cancel(request.job_id, self._tenant_of(context), request.reason)
+        except ExportdError as exc:
+            abort(context, exc)
+        return epb.CancelJobResponse(job=m.job_to_proto(job))
+
+    def ListJobs(self, request: epb.ListJobsRequest, context: grpc.ServicerContext) -> epb.ListJobsResponse:
+        try:
+            jobs, token = self._jobs.list(
+                self._tenant_of(context),
+                page_size=request.page_size,
+                page_token=request.page_token,
+                states=m.states_from_proto(list(request.states)),
+            )
+        except ExportdError as exc:
+            abort(context, exc)
+        return epb.ListJobsResponse(jobs=[m.job_to_proto(j) for j in jobs], next_page_token=token)
+
+
+def _event_to_proto(event: object) -> epb.ExportResponse:
+    from .exports import Accepted, Chunk, Completed, JobProgress
+
+    if isinstance(event, Chunk):
+        return epb.ExportResponse(chunk=epb.FileChunk(offset=event.offset, data=event.data))
+    if isinstance(event, JobProgress):
+        return epb.ExportResponse(progress=m.progress_to_proto(event.progress))
+    if isinstance(event, Accepted):
+        return epb.ExportResponse(
+            accepted=epb.ExportAccepted(job_id=event.job_id, queue_position=event.queue_position)
+        )
+    if isinstance(event, Completed):
+        return epb.ExportResponse(completed=m.completed_to_proto(event.job_id, event.result))
+    raise TypeError(f"unknown event {event!r}")
+
+
+class ArtifactServicer(apb_grpc.ArtifactServiceServicer):
+    """ArtifactService: read, describe, delete and renew kept files."""
+
+    def __init__(self, store: ArtifactStore, *, chunk_size: int, tenant_of: TenantOf = _no_tenant) -> None:
+        self._store = store
+        self._chunk_size = chunk_size
+        self._tenant_of = tenant_of
+
+    def ReadArtifact(
+        self, request: apb.ReadArtifactRequest, context: grpc.ServicerContext
+    ) -> Iterator[apb.ReadArtifactResponse]:
+        try:
+            chunks = self._store.read(
+                request.handle,
+                self._tenant_of(context),
+                offset=request.offset,
+                limit=request.limit,
+                chunk_size=self._chunk_size,
+            )
+            for offset, data in chunks:
+                if not context.is_active():
+                    return
+                yield apb.ReadArtifactResponse(offset=offset, data=data)
+        except ExportdError as exc:
+            abort(context, exc)
+
+    def GetArtifact(self, request: apb.GetArtifactRequest, context: grpc.ServicerContext) -> apb.GetArtifactResponse:
+        try:
+            artifact = self._store.get(request.handle, self._tenant_of(context))
+        except ExportdError as exc:
+            abort(context, exc)
+        return apb.GetArtifactResponse(artifact=m.artifact_to_proto(artifact))
+
+    def DeleteArtifact(
+        self, request: apb.DeleteArtifactRequest, context: grpc.ServicerContext
+    ) -> apb.DeleteArtifactResponse:
+        try:
+            self._store.delete(request.handle, self._tenant_of(context))
+        except ExportdError as exc:
+            abort(context, exc)
+        return apb.DeleteArtifactResponse()
+
+    def RenewArtifact(
+        self, request: apb.RenewArtifactRequest, context: grpc.ServicerContext
+    ) -> apb.RenewArtifactResponse:
+        try:
+            ttl = request.ttl.ToNanoseconds() / 1e9 if request.HasField("ttl") else None
+            if ttl is not None and ttl <= 0:
+                raise InvalidArgument("ttl must be positive", reason="BAD_OPTION")
+            artifact = self._store.renew(request.handle, self._tenant_of(context), ttl)
+        except ExportdError as exc:
+            abort(context, exc)
+        return apb.RenewArtifactResponse(artifact=m.artifact_to_proto(artifact))
