@@ -88,7 +88,12 @@ class Database:
         with self._lock:
             if self._depth:
                 raise RuntimeError("executescript() inside a transaction")
-            self._conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nCOMMIT;")
+            try:
+                self._conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nCOMMIT;")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
