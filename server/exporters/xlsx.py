@@ -181,6 +181,11 @@ def _plain(arr: pa.Array) -> pa.Array:
             return arr
 
 
+def _ticks(arr: pa.Array) -> pa.Array:
+    """A temporal array's raw count of units as float64 (beyond 2^53 the nearest double)."""
+    return pc.cast(pc.cast(arr, pa.int64()), pa.float64(), safe=False)
+
+
 def _any(mask: pa.Array) -> bool:
     return bool(pc.any(mask).as_py())
 
@@ -441,11 +446,11 @@ class XlsxEncoder:
             return self._dates(col, arr), None
         if pa.types.is_time(t):
             unit = _UNITS_PER_DAY[t.unit]
-            days = pc.divide(pc.cast(pc.cast(arr, pa.int64()), pa.float64()), float(unit))
+            days = pc.divide(_ticks(arr), float(unit))
             return self._wrap(col.num_open, pc.cast(days, pa.string()), _NUM_CLOSE), None
         if pa.types.is_duration(t):
             unit = _UNITS_PER_DAY[t.unit]
-            days = pc.divide(pc.cast(pc.cast(arr, pa.int64()), pa.float64()), float(unit))
+            days = pc.divide(_ticks(arr), float(unit))
             return self._wrap(col.num_open, pc.cast(days, pa.string()), _NUM_CLOSE), None
         text = self._clean_text(render_text(arr, timezone=self._timezone))
         return self._wrap(col.text_open, self._escape(text), _TEXT_CLOSE), text
@@ -514,12 +519,12 @@ class XlsxEncoder:
         if pa.types.is_date32(t):
             days = pc.cast(pc.cast(arr, pa.int32()), pa.float64())
         elif pa.types.is_date64(t):
-            days = pc.divide(pc.cast(pc.cast(arr, pa.int64()), pa.float64()), 86_400_000.0)
+            days = pc.divide(_ticks(arr), 86_400_000.0)
         else:
             local = arr
             if t.tz is not None:
                 local = pc.local_timestamp(arr.cast(pa.timestamp(t.unit, self._timezone)))
-            ticks = pc.cast(pc.cast(local, pa.int64()), pa.float64())
+            ticks = _ticks(local)
             days = pc.divide(ticks, float(_UNITS_PER_DAY[t.unit]))
         serial = pc.add(days, float(_EXCEL_EPOCH_OFFSET))
         # Excel counts a 1900-02-29 that never was: serials before 1900-03-01 are one lower.
@@ -552,11 +557,10 @@ class XlsxEncoder:
         )
         if len(text) == 0:
             return text
-        lengths = pc.utf8_length(text)
-        longest = pc.max(lengths).as_py()
-        # a cell over 32,767 UTF-16 units has at least 16,384 code points
-        if longest is None or longest <= MAX_CELL_CHARS // 2:
+        # a cell over 32,767 UTF-16 units has more than 16,383 code points, so as many bytes
+        if (pc.max(pc.binary_length(text)).as_py() or 0) <= MAX_CELL_CHARS // 2:
             return text
+        lengths = pc.utf8_length(text)
         candidates = pc.greater(lengths, MAX_CELL_CHARS // 2)
         index = pc.indices_nonzero(candidates)
         cut: list[str] = []
@@ -586,6 +590,8 @@ class XlsxEncoder:
     @staticmethod
     def _escape(text: pa.Array) -> pa.Array:
         """Escape markup characters, and carriage returns (XML parsers turn them into newlines)."""
+        if len(text) == 0 or not _any(pc.match_substring_regex(text, "[&<>\r]")):
+            return text
         text = pc.replace_substring(text, "&", "&amp;")
         text = pc.replace_substring(text, "<", "&lt;")
         text = pc.replace_substring(text, ">", "&gt;")
