@@ -43,6 +43,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from reportlab import rl_config
 from reportlab.lib import pagesizes
+from reportlab.lib.rl_accel import escapePDF, fp_str
+from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.pdfgen.textobject import PDFTextObject
 
@@ -138,6 +140,8 @@ class PdfEncoder:
         self._truncated = 0
         self._removed = 0
         self._missing = 0
+        self._ascii0 = False
+        self._select_ascii = ""
 
     # --- encoder protocol ------------------------------------------------------------------------
 
@@ -446,8 +450,12 @@ class PdfEncoder:
             else:
                 arrays.append(pa.nulls(n, pa.float32()))
             names.append(f"w{i}")
+            # 0: ASCII (drawn as is), 1: other characters of the primary font, 2: fallback or RTL.
+            non_ascii = pc.not_equal(pc.binary_length(text), pc.utf8_length(text))
             slow = pc.match_substring_regex(text, self._slow_re)
-            arrays.append(slow)
+            kind = pc.add(pc.cast(pc.fill_null(non_ascii, False), pa.int8()),
+                          pc.cast(pc.fill_null(slow, False), pa.int8()))  # fmt: skip
+            arrays.append(kind)
             names.append(f"s{i}")
         arrays.append(pa.array(row_lines, pa.int32()))
         names.append("lines")
@@ -494,13 +502,13 @@ class PdfEncoder:
 
     def _pages(
         self,
-    ) -> Iterator[tuple[int, list[list[str]], list[list[bool]], list[list[float]], list[int]]]:
+    ) -> Iterator[tuple[int, list[list[str]], list[list[int]], list[list[float]], list[int]]]:
         """Per page: first row index, then per column its texts, slow-path flags and widths (numeric
         columns only), then the lines of every row."""
         starts = self._page_starts + [self._rows]
         ncols = len(self._schema)
         buf_t: list[list[str]] = [[] for _ in range(ncols)]
-        buf_s: list[list[bool]] = [[] for _ in range(ncols)]
+        buf_s: list[list[int]] = [[] for _ in range(ncols)]
         buf_w: list[list[float]] = [[] for _ in range(ncols)]
         buf_l: list[int] = []
         buf_start = 0
@@ -546,6 +554,7 @@ class PdfEncoder:
         canvas.setTitle(title)
         canvas.setSubject(opts.subtitle)
         canvas.setCreator("exportd")
+        self._prepare_ascii(canvas)
         total_pages = self.page_count
         ngroups = len(layout.groups)
         page_no = 0
@@ -567,6 +576,21 @@ class PdfEncoder:
         if progress is not None:
             progress(self._rows, self._rows)
         return bytes(canvas.getpdfdata())
+
+    def _prepare_ascii(self, canvas: Canvas) -> None:
+        """Enable drawing ASCII text without reportlab's per-character subset mapping.
+
+        reportlab puts printable ASCII into subset 0 of a TrueType font under its own codes
+        (``asciiReadable``); when that holds for this document, ASCII cells are written as PDF
+        string operands directly, using the documented ``splitString``/``getSubsetInternalName``
+        protocol of ``reportlab.pdfbase.ttfonts`` once per document.
+        """
+        font = pdfmetrics.getFont(self._fonts.primary.name)
+        doc = canvas._doc
+        printable = "".join(map(chr, range(32, 127)))
+        self._ascii0 = font.splitString(printable, doc) == [(0, printable.encode("latin-1"))]
+        name = font.getSubsetInternalName(0, doc)
+        self._select_ascii = f"{name} {fp_str(self._fs)} Tf"
 
     def _text_runs(self, to: PDFTextObject, s: str, size: float, bold: bool) -> None:
         """Draw ``s`` at the cursor with font fallback, leaving the body font selected."""
@@ -629,7 +653,7 @@ class PdfEncoder:
         top: float,
         first_row: int,
         texts: list[list[str]],
-        slow: list[list[bool]],
+        slow: list[list[int]],
         widths: list[list[float]],
         lines: list[int],
     ) -> None:
@@ -671,40 +695,52 @@ class PdfEncoder:
         body = self._fonts.primary.name
         uniform = all(k == 1 for k in lines)
         tw = self._fonts.text_width
+        row_h = heights[0] if n else leading
         for x, i in zip(xs, cols, strict=True):
-            col, flags, col_w = texts[i], slow[i], widths[i]
+            col, kinds, col_w = texts[i], slow[i], widths[i]
             avail = layout.widths[i] - 2 * pad
             right_x = x + pad + avail
-            if uniform and not self._numeric[i]:
-                to = canvas.beginText(x + pad, y0 - pad_v - ascent)
-                to.setFont(body, fs, heights[0] if n else leading)
-                if not any(flags):
-                    for s in col:
-                        to.textLine(s)
-                else:
-                    for s, f in zip(col, flags, strict=True):
-                        if f:
-                            self._text_runs(to, s, fs, False)
-                            to.setFont(body, fs, heights[0])
-                            to.textLine("")
-                        else:
-                            to.textLine(s)
+            numeric = self._numeric[i]
+            to = canvas.beginText(x + pad, y0 - pad_v - ascent)
+            to.setFont(body, fs, row_h if uniform else leading)
+            code = to._code
+            if uniform and not numeric and self._ascii0 and not any(kinds):
+                code.append(self._select_ascii)
+                code.append("(" + ") Tj T* (".join(map(escapePDF, col)) + ") Tj T*")
                 canvas.drawText(to)
                 continue
-            to = canvas.beginText(x + pad, y0)
-            to.setFont(body, fs, leading)
+            if uniform and not numeric:
+                for s, k in zip(col, kinds, strict=True):
+                    if k == 2:
+                        self._text_runs(to, s, fs, False)
+                        to.setFont(body, fs, row_h)
+                        to.textLine("")
+                    else:
+                        to.textLine(s)
+                canvas.drawText(to)
+                continue
+            ascii0 = self._ascii0
             for r in range(n):
                 base = tops[r] - pad_v - ascent
-                multi = "\n" in col[r]
-                cell = col[r].split("\n") if multi else [col[r]]
-                for k, line in enumerate(cell):
-                    yy = base - k * leading
-                    if self._numeric[i]:
+                s = col[r]
+                k = kinds[r]
+                if ascii0 and k == 0 and numeric and "\n" not in s:
+                    code.append(self._select_ascii)
+                    code.append(
+                        f"1 0 0 1 {fp_str(right_x - col_w[r])} {fp_str(base)} Tm ({escapePDF(s)}) Tj"
+                    )
+                    to._curSubset = 0
+                    continue
+                multi = "\n" in s
+                cell = s.split("\n") if multi else [s]
+                for j, line in enumerate(cell):
+                    yy = base - j * leading
+                    if numeric:
                         w = tw(line, fs) if multi else col_w[r]
                         to.setTextOrigin(right_x - w, yy)
                     else:
                         to.setTextOrigin(x + pad, yy)
-                    if flags[r]:
+                    if k == 2:
                         self._text_runs(to, line, fs, False)
                     else:
                         to.textOut(line)
