@@ -36,7 +36,15 @@ def hostile_table() -> pa.Table:
         LONG_CELL,
         None,
     ]
-    controls = ["a\x00b", "bell\x07", "vt\x0bff\x0c", "esc\x1b[0m", "tab\tnl\nrc\r", "\ufffe", "ok"]
+    controls: list[str | None] = [
+        "a\x00b",
+        "bell\x07",
+        "vt\x0bff\x0c",
+        "esc\x1b[0m",
+        "tab\tnl\nrc\r",
+        "\ufffe",
+        "ok",
+    ]
     controls += [None] * (n - len(controls))
     utc = dt.UTC
     columns: dict[str, pa.Array] = {

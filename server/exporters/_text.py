@@ -170,15 +170,27 @@ def _float_text(arr: pa.Array) -> pa.Array:
 
 
 def _zoned(arr: pa.Array, timezone: str, fmt: str) -> pa.Array:
+    """Zoned timestamps as wall-clock time in ``timezone`` with its offset. Offsets with seconds
+    (local mean time before a zone adopted standard time, e.g. Asia/Kolkata in 1900: +05:21:10)
+    gain ``:SS`` as Python's ``isoformat`` writes them, so the text names the exact instant."""
     shown = arr.cast(pa.timestamp(arr.type.unit, timezone))
     try:
-        return pc.strftime(shown, format=fmt)
+        text = pc.strftime(shown, format=fmt)
+        local = pc.local_timestamp(shown)
     except pa.ArrowInvalid as exc:
         if "timezone" in str(exc):
             raise InvalidArgument(
                 f"unknown time zone {timezone!r}: {exc}", reason="UNKNOWN_TIMEZONE"
             ) from exc
         raise
+    per_second = 10 ** _FRACTION_DIGITS[arr.type.unit]
+    offset = pc.divide(pc.subtract(local.cast(pa.int64()), shown.cast(pa.int64())), per_second)
+    leftover = pc.abs(pc.subtract(offset, pc.multiply(pc.divide(offset, 60), 60)))
+    odd = pc.not_equal(leftover, 0)
+    if not pc.any(odd).as_py():
+        return text
+    seconds = pc.utf8_lpad(pc.cast(leftover, pa.string()), 2, "0")
+    return pc.if_else(odd, pc.binary_join_element_wise(text, seconds, ":"), text)
 
 
 def _seconds(arr: pa.Array) -> pa.Array:
