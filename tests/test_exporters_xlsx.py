@@ -448,3 +448,35 @@ def test_more_rows_than_a_sheet_holds(tmp_path: Path) -> None:
     assert first[1] == [0, "0"]
     assert first[-1] == [1_048_574, "1048574"]
     assert second[1:] == [[i, str(i)] for i in range(1_048_575, rows)]
+
+
+class FailingSink(io.RawIOBase):
+    """A sink that fails once ``limit`` bytes were written, like a client that went away."""
+
+    def __init__(self, limit: int) -> None:
+        self.written = 0
+        self.limit = limit
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        n = len(memoryview(data).cast("B"))
+        if self.written + n > self.limit:
+            raise OSError("connection reset")
+        self.written += n
+        return n
+
+
+def test_sink_failure_is_raised_and_abort_is_clean(tmp_path: Path) -> None:
+    table = pa.table({"id": list(range(200_000)), "text": ["some text"] * 200_000})
+    sink = FailingSink(limit=50_000)
+    ctx = EncoderContext(sink=sink, common=CommonOptions(), scratch_dir=tmp_path)
+    encoder = create_encoder("xlsx", table.schema, XlsxOptions(), ctx)
+    with pytest.raises(OSError, match="connection reset"):
+        for batch in table.to_batches(max_chunksize=10_000):
+            encoder.write(batch)
+        encoder.finish()
+    written = sink.written
+    encoder.abort()
+    assert sink.written == written

@@ -47,8 +47,12 @@ Cells carry no ``r`` reference: rows and cells are positional, and null cells ar
 from __future__ import annotations
 
 import io
+import math
+import queue
 import re
+import threading
 import zipfile
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -85,7 +89,12 @@ _MAX_WIDTH = 60.0
 _MIN_WIDTH = 6.0
 _SHEET_NAME_FORBIDDEN = re.compile(r"[\\/?*\[\]:\x00-\x1f\ufffe\uffff]")
 
-_TEXT_OPEN = '<is><t xml:space="preserve">'
+_TEXT_OPEN = "<is><t>"
+_TEXT_OPEN_PRESERVE = '<is><t xml:space="preserve">'
+_NEEDS_CARE = (
+    "[&<>\\r\\x{0}-\\x{8}\\x{B}\\x{C}\\x{E}-\\x{1F}\\x{FFFE}\\x{FFFF}]|^[ \\t\\n]|[ \\t\\n]$"
+)
+"""Text that needs escaping, character removal or xml:space="preserve"; most text needs none."""
 _TEXT_CLOSE = "</t></is></c>"
 _NUM_CLOSE = "</v></c>"
 
@@ -143,6 +152,108 @@ class _ForwardSink:
         self._raw = None
 
 
+class _ZipStream:
+    """The workbook's zip container, written by one background thread in submission order.
+
+    Rendering XML (pyarrow) and deflating it (zlib) both release the GIL, so handing the zip work
+    to a thread lets batch N+1 render while batch N is compressed. The queue holds at most a few
+    chunks, so memory stays bounded and ``write`` applies back-pressure. A failure in the thread
+    (a sink error) is raised by the next call; ``close`` returns once every byte is in the sink.
+    """
+
+    _DEPTH = 3
+
+    def __init__(self, sink: _ForwardSink, level: int) -> None:
+        self._sink = sink
+        self._zip = zipfile.ZipFile(
+            sink,
+            "w",
+            compression=zipfile.ZIP_DEFLATED if level else zipfile.ZIP_STORED,
+            compresslevel=level if level else None,
+        )
+        self._entry: Any = None
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(self._DEPTH)
+        self._error: BaseException | None = None
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="xlsx-zip", daemon=True)
+        self._thread.start()
+
+    def writestr(self, name: str, text: str) -> None:
+        """Add a whole small part."""
+        self._submit(lambda: self._zip.writestr(name, text))
+
+    def open_entry(self, name: str, head: str) -> None:
+        """Start a streamed part (zip64: its size is unknown) with ``head`` as its first bytes."""
+
+        def job() -> None:
+            self._entry = self._zip.open(name, "w", force_zip64=True)
+            self._entry.write(head.encode("utf-8"))
+
+        self._submit(job)
+
+    def write(self, data: memoryview) -> None:
+        """Append ``data`` to the open part; ``data`` must stay unchanged until written."""
+        self._submit(lambda: self._entry.write(data))
+
+    def close_entry(self, tail: str) -> None:
+        """End the open part with ``tail``."""
+
+        def job() -> None:
+            self._entry.write(tail.encode("utf-8"))
+            self._entry.close()
+            self._entry = None
+
+        self._submit(job)
+
+    def close(self) -> None:
+        """Write the zip directory, flush the sink and wait until all of it is written."""
+
+        def job() -> None:
+            self._zip.close()
+            self._sink.flush()
+
+        self._submit(job)
+        self._submit_stop()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        """Stop writing: nothing more reaches the sink; the zip is closed to free its state."""
+        self._sink.detach()
+        self._stopped = True
+
+        def job() -> None:
+            if self._entry is not None:
+                self._entry.close()
+            self._zip.close()
+
+        self._jobs.put(job)
+        self._submit_stop()
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._jobs.put(job)
+
+    def _submit_stop(self) -> None:
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            if self._error is not None and not self._stopped:
+                continue
+            try:
+                job()
+            except BaseException as exc:
+                if not self._stopped:
+                    self._error = exc
+
+
 class _Column:
     """How one column becomes cells: its style index and the cell markup it opens with."""
 
@@ -153,6 +264,7 @@ class _Column:
         self.num_open = f"<c{s}><v>"
         self.bool_open = f'<c{s} t="b"><v>'
         self.text_open = f'<c{s} t="inlineStr">' + _TEXT_OPEN
+        self.text_open_preserve = f'<c{s} t="inlineStr">' + _TEXT_OPEN_PRESERVE
 
 
 def _value_type(t: pa.DataType) -> pa.DataType:
@@ -237,17 +349,10 @@ class XlsxEncoder:
         self._header_xml = self._render_header() if options.header and len(schema) else ""
         self._widths: list[float] | None = None
 
-        self._sink = _ForwardSink(ctx.sink)
-        level = options.compression_level
-        self._zip = zipfile.ZipFile(
-            self._sink,
-            "w",
-            compression=zipfile.ZIP_DEFLATED if level else zipfile.ZIP_STORED,
-            compresslevel=level if level else None,
-        )
+        self._zip = _ZipStream(_ForwardSink(ctx.sink), options.compression_level)
         self._zip.writestr("[Content_Types].xml", parts.CONTENT_TYPES)
         self._zip.writestr("_rels/.rels", parts.ROOT_RELS)
-        self._entry: Any = None
+        self._sheet_open = False
         self._sheet_rows = 0
         self._sheets: list[parts.SheetEntry] = []
         self._rows = 0
@@ -275,7 +380,7 @@ class XlsxEncoder:
         """Close the last sheet and write the workbook parts and the zip directory."""
         if self._closed:
             raise ValueError("finish after finish or abort")
-        if self._entry is None and not self._sheets:
+        if not self._sheet_open and not self._sheets:
             self._open_sheet()
         self._close_sheet()
         moved = self._rows - min(self._rows, self._capacity)
@@ -287,22 +392,15 @@ class XlsxEncoder:
         self._zip.writestr("xl/workbook.xml", parts.workbook_xml(self._sheets))
         self._zip.writestr("xl/_rels/workbook.xml.rels", parts.workbook_rels(len(self._sheets)))
         self._zip.writestr("xl/styles.xml", self._styles.xml())
-        self._zip.close()
-        self._sink.flush()
         self._closed = True
+        self._zip.close()
 
     def abort(self) -> None:
         """Stop without completing the file; writes nothing more to the sink."""
         if self._closed:
             return
         self._closed = True
-        self._sink.detach()
-        try:
-            if self._entry is not None:
-                self._entry.close()
-            self._zip.close()
-        except (OSError, ValueError):
-            pass
+        self._zip.abort()
 
     # --- sheets -------------------------------------------------------------------------------
 
@@ -323,10 +421,10 @@ class XlsxEncoder:
 
     def _render_header(self) -> str:
         names = pa.array([f.name for f in self._schema], pa.string())
-        text = self._clean_text(names)
+        text = self._escape(self._truncate(self._sanitize(names)))
         s = f' s="{parts.StyleTable.HEADER}"' if self._options.bold_header else ""
         cells = pc.binary_join_element_wise(
-            f'<c{s} t="inlineStr">{_TEXT_OPEN}', text, _TEXT_CLOSE, ""
+            f'<c{s} t="inlineStr">{_TEXT_OPEN_PRESERVE}', text, _TEXT_CLOSE, ""
         )
         return "<row>" + "".join(cells.to_pylist()) + "</row>"
 
@@ -334,22 +432,21 @@ class XlsxEncoder:
         number = len(self._sheets) + 1
         if self._widths is None:
             self._widths = [self._width(len(f.name)) for f in self._schema]
-        self._entry = self._zip.open(parts.sheet_part_name(number), "w", force_zip64=True)
         freeze = self._header and self._options.freeze_header and len(self._schema) > 0
         head = parts.sheet_head(self._widths, freeze) + self._header_xml
-        self._entry.write(head.encode("utf-8"))
+        self._zip.open_entry(parts.sheet_part_name(number), head)
+        self._sheet_open = True
         self._sheet_rows = 0
 
     def _close_sheet(self) -> None:
-        if self._entry is None:
+        if not self._sheet_open:
             return
         number = len(self._sheets) + 1
         filter_range = None
         if self._header and self._options.autofilter and len(self._schema):
             filter_range = f"A1:{self._last_letter}{self._sheet_rows + 1}"
-        self._entry.write(parts.sheet_tail(filter_range).encode("utf-8"))
-        self._entry.close()
-        self._entry = None
+        self._zip.close_entry(parts.sheet_tail(filter_range))
+        self._sheet_open = False
         name = _numbered_sheet_name(self._sheet_name, number)
         absolute = None
         if filter_range:
@@ -372,14 +469,14 @@ class XlsxEncoder:
         view = memoryview(data) if data is not None else memoryview(b"")
         done = 0
         while done < n:
-            if self._entry is not None and self._sheet_rows >= self._capacity:
+            if self._sheet_open and self._sheet_rows >= self._capacity:
                 self._close_sheet()
-            if self._entry is None:
+            if not self._sheet_open:
                 self._open_sheet()
             take = min(n - done, self._capacity - self._sheet_rows)
             lo = offsets[done].as_py()
             hi = offsets[done + take].as_py()
-            self._entry.write(view[lo:hi])
+            self._zip.write(view[lo:hi])
             self._sheet_rows += take
             self._rows += take
             done += take
@@ -452,8 +549,7 @@ class XlsxEncoder:
             unit = _UNITS_PER_DAY[t.unit]
             days = pc.divide(_ticks(arr), float(unit))
             return self._wrap(col.num_open, pc.cast(days, pa.string()), _NUM_CLOSE), None
-        text = self._clean_text(render_text(arr, timezone=self._timezone))
-        return self._wrap(col.text_open, self._escape(text), _TEXT_CLOSE), text
+        return self._text(col, render_text(arr, timezone=self._timezone))
 
     @staticmethod
     def _wrap(open_: str, values: pa.Array, close: str) -> list[Any]:
@@ -466,7 +562,8 @@ class XlsxEncoder:
     ) -> list[Any]:
         """Cells that are numbers except where ``as_text`` holds, which are inline text."""
         num_cells = pc.binary_join_element_wise(col.num_open, numbers, _NUM_CLOSE, "")
-        text_cells = pc.binary_join_element_wise(col.text_open, self._escape(text), _TEXT_CLOSE, "")
+        # number and date text (digits, NaN, ISO dates) holds nothing to escape
+        text_cells = pc.binary_join_element_wise(col.text_open, text, _TEXT_CLOSE, "")
         return [pc.if_else(as_text, text_cells, num_cells)]
 
     def _integers(self, col: _Column, arr: pa.Array) -> tuple[list[Any], pa.Array]:
@@ -489,8 +586,11 @@ class XlsxEncoder:
         if arr.type == pa.float16():
             arr = pc.cast(arr, pa.float32())
         digits = pc.cast(arr, pa.string())
-        finite = pc.is_finite(arr)
-        bad = pc.invert(finite)
+        # a finite sum proves every value finite; only NaN, inf or overflow need the full check
+        total = pc.sum(arr).as_py()
+        if total is None or math.isfinite(total):
+            return self._wrap(col.num_open, digits, _NUM_CLOSE), digits
+        bad = pc.invert(pc.is_finite(arr))
         if not _any(bad):
             return self._wrap(col.num_open, digits, _NUM_CLOSE), digits
         self._ctx.warnings.add(
@@ -527,16 +627,17 @@ class XlsxEncoder:
             ticks = _ticks(local)
             days = pc.divide(ticks, float(_UNITS_PER_DAY[t.unit]))
         serial = pc.add(days, float(_EXCEL_EPOCH_OFFSET))
-        # Excel counts a 1900-02-29 that never was: serials before 1900-03-01 are one lower.
-        early = pc.less(serial, 61.0)
-        if _any(early):
-            serial = pc.if_else(early, pc.subtract(serial, 1.0), serial)
+        low, high = (v.as_py() for v in pc.min_max(serial).values())
+        if low is not None and low < 61.0:
+            # Excel counts a 1900-02-29 that never was: serials before 1900-03-01 are one lower.
+            serial = pc.if_else(pc.less(serial, 61.0), pc.subtract(serial, 1.0), serial)
+            low -= 1.0
         numbers = pc.cast(serial, pa.string())
+        if low is None or (low >= _FIRST_SERIAL and high < _LAST_SERIAL):
+            return self._wrap(col.num_open, numbers, _NUM_CLOSE)
         outside = pc.or_(
             pc.less(serial, float(_FIRST_SERIAL)), pc.greater_equal(serial, float(_LAST_SERIAL))
         )
-        if not _any(outside):
-            return self._wrap(col.num_open, numbers, _NUM_CLOSE)
         self._ctx.warnings.add(
             "DATE_AS_TEXT",
             _count(outside),
@@ -547,14 +648,27 @@ class XlsxEncoder:
 
     # --- text ---------------------------------------------------------------------------------
 
-    def _clean_text(self, text: pa.Array) -> pa.Array:
-        """Remove XML-illegal characters and cut cells to Excel's length limit, counting both."""
+    def _text(self, col: _Column, text: pa.Array) -> tuple[list[Any], pa.Array]:
+        """Inline string cells of ``text``: one regex pass finds whether any cell needs
+        character removal, escaping or preserved edge spaces; most columns need none of it."""
+        if len(text) and _any(pc.match_substring_regex(text, _NEEDS_CARE)):
+            text = self._truncate(self._sanitize(text))
+            return self._wrap(col.text_open_preserve, self._escape(text), _TEXT_CLOSE), text
+        text = self._truncate(text)
+        return self._wrap(col.text_open, text, _TEXT_CLOSE), text
+
+    def _sanitize(self, text: pa.Array) -> pa.Array:
+        """Remove XML-illegal characters, counting the cells changed."""
         text, removed = sanitize_text(text)
         self._ctx.warnings.add(
             "CONTROL_CHARACTERS_REMOVED",
             removed,
             "characters not allowed in XLSX were removed from text cells",
         )
+        return text
+
+    def _truncate(self, text: pa.Array) -> pa.Array:
+        """Cut cells to Excel's 32,767 UTF-16 units (never splitting a pair), counting them."""
         if len(text) == 0:
             return text
         # a cell over 32,767 UTF-16 units has more than 16,383 code points, so as many bytes
@@ -590,8 +704,6 @@ class XlsxEncoder:
     @staticmethod
     def _escape(text: pa.Array) -> pa.Array:
         """Escape markup characters, and carriage returns (XML parsers turn them into newlines)."""
-        if len(text) == 0 or not _any(pc.match_substring_regex(text, "[&<>\r]")):
-            return text
         text = pc.replace_substring(text, "&", "&amp;")
         text = pc.replace_substring(text, "<", "&lt;")
         text = pc.replace_substring(text, ">", "&gt;")
