@@ -3,7 +3,8 @@
 Both keep the schema exactly: every type, time zone, dictionary encoding, list field name and
 field metadata reads back as it was sent (Parquet stores the Arrow schema beside its own). One
 exception belongs to Parquet itself: it has no second unit, so ``timestamp[s]`` and ``time32[s]``
-come back in milliseconds (same instants). The Arrow IPC file keeps everything bit for bit.
+come back in milliseconds (same instants), and pyarrow's reader names a map's entries field after
+the column (map types still compare equal). The Arrow IPC file keeps everything bit for bit.
 
 Streaming: the Arrow file writes each batch as it arrives. Parquet gathers batches into one row
 group of up to ``row_group_size`` rows, but never more than 64 MiB of Arrow data, and writes it
