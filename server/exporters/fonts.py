@@ -7,8 +7,12 @@ Every font is embedded by reportlab as a subset with a ToUnicode map, so the tex
 
 Only TrueType outlines (``.ttf``) work: reportlab cannot embed CFF/OpenType-CFF fonts. The default
 chain is DejaVu Sans (Latin, Greek, Cyrillic, Arabic, Hebrew, many symbols) with DejaVu Sans Bold for
-headers and titles, then Droid Sans Fallback for CJK (Debian packages fonts-dejavu-core and
-fonts-droid-fallback).
+headers and titles, then Droid Sans Fallback for Chinese and Japanese, then Nanum Gothic for Korean
+Hangul, which Droid Sans Fallback lacks (Debian packages fonts-dejavu-core, fonts-droid-fallback and
+fonts-nanum).
+
+Characters beyond the Basic Multilingual Plane (most emoji) count as missing even where a font has
+them: reportlab writes 16-bit ToUnicode entries, so such characters would extract as the wrong text.
 
 Right-to-left text: ``visual_order`` reorders runs of Hebrew/Arabic characters for display (a
 simplified form of the Unicode bidi algorithm: the paragraph direction comes from the first strong
@@ -47,8 +51,10 @@ DEFAULT_FONT_PATHS: tuple[Path, ...] = (
     FONT_DIR / "dejavu" / "DejaVuSans.ttf",
     FONT_DIR / "dejavu" / "DejaVuSans-Bold.ttf",
     FONT_DIR / "droid" / "DroidSansFallbackFull.ttf",
+    FONT_DIR / "nanum" / "NanumGothic.ttf",
 )
-"""The default chain: regular faces in order are the fallback chain; bold faces serve headers."""
+"""The default chain: regular faces in order are the fallback chain; bold faces serve headers.
+Files that are not installed are left out of the default set."""
 
 REPLACEMENT = "\ufffd"
 """Drawn in place of a character that no font in the set can show."""
@@ -158,14 +164,17 @@ class FontSet:
         return _uncovered_pattern(self.head(bold))
 
     def face_for(self, cp: int, bold: bool = False) -> FontFace | None:
-        """The first face of the chain with a glyph for ``cp``, or None when none has one."""
+        """The first face of the chain with a glyph for ``cp``, or None when none has one (always
+        None beyond U+FFFF, see the module docstring)."""
         key = (bold, cp)
         try:
             return self._pick[key]
         except KeyError:
             pass
         chain = self.bold if bold else self.regular
-        found = next((f for f in chain if cp in f.codepoints), None)
+        found = None
+        if cp <= 0xFFFF:
+            found = next((f for f in chain if cp in f.codepoints), None)
         with self._lock:
             self._pick[key] = found
         return found
@@ -209,7 +218,7 @@ class FontSet:
 
 @lru_cache(maxsize=16)
 def _uncovered_pattern(face: FontFace) -> str:
-    covered = [cp for cp in face.codepoints if cp < 0xD800 or cp > 0xDFFF]
+    covered = [cp for cp in face.codepoints if cp < 0xD800 or 0xDFFF < cp <= 0xFFFF]
     return _re2_class(_ranges(covered), negate=True)
 
 
