@@ -5,11 +5,11 @@ glyph for each character; a character no font has becomes U+FFFD (drawn by the p
 has that glyph) and is counted by the caller, so a PDF never shows an empty missing-glyph box.
 Every font is embedded by reportlab as a subset with a ToUnicode map, so the text is extractable.
 
-Only TrueType outlines (``.ttf``) work: reportlab cannot embed CFF/OpenType-CFF fonts. The default
-chain is DejaVu Sans (Latin, Greek, Cyrillic, Arabic, Hebrew, many symbols) with DejaVu Sans Bold for
-headers and titles, then Droid Sans Fallback for Chinese and Japanese, then Nanum Gothic for Korean
-Hangul, which Droid Sans Fallback lacks (Debian packages fonts-dejavu-core, fonts-droid-fallback and
-fonts-nanum).
+Only TrueType outlines (``.ttf``) work: reportlab cannot embed CFF/OpenType-CFF fonts. The
+default chain is DejaVu Sans (Latin, Greek, Cyrillic, Arabic, Hebrew, many symbols) with DejaVu Sans
+Bold for headers and titles, then Droid Sans Fallback for Chinese and Japanese, then Nanum Gothic
+for Korean Hangul, which Droid Sans Fallback lacks (Debian packages fonts-dejavu-core,
+fonts-droid-fallback and fonts-nanum).
 
 Characters beyond the Basic Multilingual Plane (most emoji) count as missing even where a font has
 them: reportlab writes 16-bit ToUnicode entries, so such characters would extract as the wrong text.
@@ -20,8 +20,8 @@ character, digit runs inside right-to-left text stay left-to-right). Arabic lett
 their isolated forms (there is no shaping engine here), which stays legible and extracts as the
 original characters.
 
-Each file is parsed and registered with reportlab once per process; a FontSet is immutable and may be
-shared between threads.
+Each file is parsed and registered with reportlab once per process; a FontSet is immutable and may
+be shared between threads.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from reportlab.pdfbase.ttfonts import FF_FORCEBOLD, TTFont
 
 __all__ = [
     "DEFAULT_FONT_PATHS",
+    "REPLACEMENT",
     "FontFace",
     "FontSet",
-    "REPLACEMENT",
     "default_fontset",
     "visual_order",
 ]

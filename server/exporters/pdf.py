@@ -32,6 +32,7 @@ How it works, and what a caller may rely on:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ from ._text import render_text, sanitize_text
 from .fonts import RTL_PATTERN, FontSet, default_fontset, visual_order
 from .options import CellOverflow, Orientation, PageSize, PdfOptions
 
-__all__ = ["PdfEncoder", "SAMPLE_ROWS"]
+__all__ = ["SAMPLE_ROWS", "PdfEncoder"]
 
 SAMPLE_ROWS = 500
 """Rows (after the header) whose text decides the column widths."""
@@ -124,7 +125,9 @@ class PdfEncoder:
         self._pad_v = fs * 0.2
         self._wrap = options.cell_overflow is CellOverflow.WRAP
         self._numeric = [_is_numeric(f.type) for f in schema]
-        self._headers = [sanitize_text(pa.array([f.name], pa.string()))[0][0].as_py() for f in schema]
+        self._headers = [
+            sanitize_text(pa.array([f.name], pa.string()))[0][0].as_py() for f in schema
+        ]
         self._slow_re = f"{self._fonts.uncovered_pattern()}|{RTL_PATTERN}"
         self._byte_widths = self._ascii_table(bold=False)
         self._pending: list[pa.RecordBatch] = []
@@ -189,10 +192,8 @@ class PdfEncoder:
     def abort(self) -> None:
         """Drop the spool; the sink is left as it is."""
         if self._spool is not None:
-            try:
+            with contextlib.suppress(OSError, pa.ArrowException):
                 self._spool.close()
-            except (OSError, pa.ArrowException):
-                pass
             self._spool = None
         if self._spool_sink is not None:
             self._spool_sink.close()
@@ -274,9 +275,17 @@ class PdfEncoder:
         first_cap = other_cap - self._title_height()
         max_lines = max(1, int((first_cap - 2 * self._pad_v) // self._leading))
         return _Layout(
-            page_w, page_h, widths, xs, groups, header_lines, header_h, first_cap, other_cap,
+            page_w,
+            page_h,
+            widths,
+            xs,
+            groups,
+            header_lines,
+            header_h,
+            first_cap,
+            other_cap,
             max_lines,
-        )  # fmt: skip
+        )
 
     @staticmethod
     def _fit(natural: list[float], usable: float, min_w: float) -> list[float] | None:
@@ -345,14 +354,16 @@ class PdfEncoder:
         if text.null_count:
             text = pc.fill_null(text, "")
         text = text.cast(pa.string())
-        offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset : text.offset + n + 1]
+        offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[
+            text.offset : text.offset + n + 1
+        ]
         data_buf = text.buffers()[2]
         if data_buf is None or offsets[-1] == offsets[0]:
             return np.zeros(n)
         data = np.frombuffer(data_buf, dtype=np.uint8)[offsets[0] : offsets[-1]]
         cum = np.concatenate(([0.0], np.cumsum(self._byte_widths[data])))
         rel = offsets - offsets[0]
-        widths = (cum[rel[1:]] - cum[rel[:-1]]) * (self._fs / 1000.0)
+        widths: np.ndarray = (cum[rel[1:]] - cum[rel[:-1]]) * (self._fs / 1000.0)
         non_ascii = pc.not_equal(pc.binary_length(text), pc.utf8_length(text))
         if pc.any(non_ascii).as_py():
             idx = np.flatnonzero(non_ascii.to_numpy(zero_copy_only=False))
@@ -453,8 +464,10 @@ class PdfEncoder:
             # 0: ASCII (drawn as is), 1: other characters of the primary font, 2: fallback or RTL.
             non_ascii = pc.not_equal(pc.binary_length(text), pc.utf8_length(text))
             slow = pc.match_substring_regex(text, self._slow_re)
-            kind = pc.add(pc.cast(pc.fill_null(non_ascii, False), pa.int8()),
-                          pc.cast(pc.fill_null(slow, False), pa.int8()))  # fmt: skip
+            kind = pc.add(
+                pc.cast(pc.fill_null(non_ascii, False), pa.int8()),
+                pc.cast(pc.fill_null(slow, False), pa.int8()),
+            )
             arrays.append(kind)
             names.append(f"s{i}")
         arrays.append(pa.array(row_lines, pa.int32()))
@@ -505,7 +518,7 @@ class PdfEncoder:
     ) -> Iterator[tuple[int, list[list[str]], list[list[int]], list[list[float]], list[int]]]:
         """Per page: first row index, then per column its texts, slow-path flags and widths (numeric
         columns only), then the lines of every row."""
-        starts = self._page_starts + [self._rows]
+        starts = [*self._page_starts, self._rows]
         ncols = len(self._schema)
         buf_t: list[list[str]] = [[] for _ in range(ncols)]
         buf_s: list[list[int]] = [[] for _ in range(ncols)]
@@ -616,8 +629,14 @@ class PdfEncoder:
         y -= fs * 1.3 * 1.3
         if self._opts.subtitle:
             size = fs * 1.3
-            self._line(canvas, MARGIN, y, self._fit_line(self._opts.subtitle, usable, size, False),
-                       size, False)  # fmt: skip
+            self._line(
+                canvas,
+                MARGIN,
+                y,
+                self._fit_line(self._opts.subtitle, usable, size, False),
+                size,
+                False,
+            )
             y -= fs * 1.3
         if self._opts.generated_at:
             stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -726,9 +745,8 @@ class PdfEncoder:
                 k = kinds[r]
                 if ascii0 and k == 0 and numeric and "\n" not in s:
                     code.append(self._select_ascii)
-                    code.append(
-                        f"1 0 0 1 {fp_str(right_x - col_w[r])} {fp_str(base)} Tm ({escapePDF(s)}) Tj"
-                    )
+                    at = fp_str(right_x - col_w[r], base)
+                    code.append(f"1 0 0 1 {at} Tm ({escapePDF(s)}) Tj")
                     to._curSubset = 0
                     continue
                 multi = "\n" in s
