@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from exportd.v1 import artifact_service_pb2 as apb
 from exportd.v1 import export_service_pb2 as epb
 from exportd.v1 import formats_pb2 as fpb
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from .artifacts import Artifact
 from .errors import InvalidArgument
@@ -22,6 +23,8 @@ from .exporters import FORMATS
 from .exporters import options as o
 from .exports import Delivery, ExportSpec
 from .jobs import Job, JobFailure, JobResult, JobState, Progress
+
+T = TypeVar("T")
 
 FORMAT_NAMES: dict[int, str] = {
     fpb.FORMAT_CSV: "csv",
@@ -62,7 +65,11 @@ _COMPRESSION = {
     fpb.FILE_COMPRESSION_GZIP: o.Compression.GZIP,
     fpb.FILE_COMPRESSION_ZSTD: o.Compression.ZSTD,
 }
-_COMPRESSION_SUFFIX = {o.Compression.NONE: "", o.Compression.GZIP: ".gz", o.Compression.ZSTD: ".zst"}
+_COMPRESSION_SUFFIX = {
+    o.Compression.NONE: "",
+    o.Compression.GZIP: ".gz",
+    o.Compression.ZSTD: ".zst",
+}
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
@@ -76,11 +83,13 @@ def _one_char(value: str, default: str, field: str) -> str:
     return value
 
 
-def _enum(mapping: dict[int, object], value: int, field: str) -> object:
+def _enum(mapping: Mapping[Any, T], value: int, field: str) -> T:
     try:
         return mapping[value]
     except KeyError:
-        raise InvalidArgument(f"{field} has an unknown value {value}", reason="BAD_OPTION") from None
+        raise InvalidArgument(
+            f"{field} has an unknown value {value}", reason="BAD_OPTION"
+        ) from None
 
 
 def _csv(msg: fpb.CsvOptions, fmt: str) -> o.CsvOptions:
@@ -110,11 +119,11 @@ def _csv(msg: fpb.CsvOptions, fmt: str) -> o.CsvOptions:
     return o.CsvOptions(
         delimiter=delimiter,
         quote=quote,
-        quoting=quoting,  # type: ignore[arg-type]
+        quoting=quoting,
         header=msg.header if msg.HasField("header") else True,
-        line_terminator=terminator,  # type: ignore[arg-type]
+        line_terminator=terminator,
         bom=msg.bom,
-        compression=_enum(_COMPRESSION, msg.compression, "csv.compression"),  # type: ignore[arg-type]
+        compression=_enum(_COMPRESSION, msg.compression, "csv.compression"),
         formula_guard=msg.formula_guard if msg.HasField("formula_guard") else True,
     )
 
@@ -142,7 +151,7 @@ def _xlsx(msg: fpb.XlsxOptions) -> o.XlsxOptions:
         date_format=msg.date_format or "yyyy-mm-dd",
         datetime_format=msg.datetime_format or "yyyy-mm-dd hh:mm:ss",
         compression_level=level,
-        row_overflow=overflow,  # type: ignore[arg-type]
+        row_overflow=overflow,
         header=msg.header if msg.HasField("header") else True,
     )
 
@@ -155,7 +164,7 @@ def _pdf(msg: fpb.PdfOptions) -> o.PdfOptions:
         title=msg.title,
         subtitle=msg.subtitle,
         generated_at=msg.generated_at if msg.HasField("generated_at") else True,
-        page_size=_enum(  # type: ignore[arg-type]
+        page_size=_enum(
             {
                 fpb.PAGE_SIZE_UNSPECIFIED: o.PageSize.A4,
                 fpb.PAGE_SIZE_A4: o.PageSize.A4,
@@ -166,7 +175,7 @@ def _pdf(msg: fpb.PdfOptions) -> o.PdfOptions:
             msg.page_size,
             "pdf.page_size",
         ),
-        orientation=_enum(  # type: ignore[arg-type]
+        orientation=_enum(
             {
                 fpb.ORIENTATION_UNSPECIFIED: o.Orientation.AUTO,
                 fpb.ORIENTATION_PORTRAIT: o.Orientation.PORTRAIT,
@@ -176,7 +185,7 @@ def _pdf(msg: fpb.PdfOptions) -> o.PdfOptions:
             "pdf.orientation",
         ),
         font_size=size,
-        cell_overflow=_enum(  # type: ignore[arg-type]
+        cell_overflow=_enum(
             {
                 fpb.CELL_OVERFLOW_UNSPECIFIED: o.CellOverflow.ELLIPSIS,
                 fpb.CELL_OVERFLOW_ELLIPSIS: o.CellOverflow.ELLIPSIS,
@@ -204,7 +213,7 @@ def _parquet(msg: fpb.ParquetOptions) -> o.ParquetOptions:
     )
     if msg.row_group_size < 0:
         raise InvalidArgument("parquet.row_group_size must not be negative", reason="BAD_OPTION")
-    return o.ParquetOptions(compression=codec, row_group_size=msg.row_group_size or 1 << 20)  # type: ignore[arg-type]
+    return o.ParquetOptions(compression=codec, row_group_size=msg.row_group_size or 1 << 20)
 
 
 def _arrow(msg: fpb.ArrowOptions) -> o.ArrowOptions:
@@ -218,11 +227,13 @@ def _arrow(msg: fpb.ArrowOptions) -> o.ArrowOptions:
         msg.compression,
         "arrow.compression",
     )
-    return o.ArrowOptions(compression=codec)  # type: ignore[arg-type]
+    return o.ArrowOptions(compression=codec)
 
 
 def _jsonl(msg: fpb.JsonLinesOptions) -> o.JsonLinesOptions:
-    return o.JsonLinesOptions(compression=_enum(_COMPRESSION, msg.compression, "json_lines.compression"))  # type: ignore[arg-type]
+    return o.JsonLinesOptions(
+        compression=_enum(_COMPRESSION, msg.compression, "json_lines.compression")
+    )
 
 
 def _seconds(d: Duration) -> float:
@@ -233,7 +244,7 @@ def spec_from_proto(msg: epb.ExportSpec, *, default_ttl: float) -> ExportSpec:
     """Validate the contract's ExportSpec into the domain's, naming the first bad field."""
     fmt = FORMAT_NAMES.get(msg.format)
     if fmt is None:
-        known = ", ".join(fpb.Format.Name(n) for n in FORMAT_NAMES)
+        known = ", ".join(fpb.Format.Name(n) for n in FORMAT_NAMES)  # type: ignore[arg-type]
         raise InvalidArgument(
             f"format is missing or unknown ({msg.format}); use one of {known}", reason="BAD_FORMAT"
         )
@@ -268,9 +279,13 @@ def spec_from_proto(msg: epb.ExportSpec, *, default_ttl: float) -> ExportSpec:
     try:
         zoneinfo.ZoneInfo(timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise InvalidArgument(f"timezone {timezone!r} is not an IANA time zone", reason="BAD_OPTION") from None
+        raise InvalidArgument(
+            f"timezone {timezone!r} is not an IANA time zone", reason="BAD_OPTION"
+        ) from None
     if not -100 <= msg.priority <= 100:
-        raise InvalidArgument(f"priority must be -100 to 100, not {msg.priority}", reason="BAD_OPTION")
+        raise InvalidArgument(
+            f"priority must be -100 to 100, not {msg.priority}", reason="BAD_OPTION"
+        )
     if msg.expected_rows < 0:
         raise InvalidArgument("expected_rows must not be negative", reason="BAD_OPTION")
     if len(msg.request_id) > 200:
@@ -279,11 +294,13 @@ def spec_from_proto(msg: epb.ExportSpec, *, default_ttl: float) -> ExportSpec:
     for c in msg.columns:
         if not c.source:
             raise InvalidArgument("every column needs a source name", reason="BAD_OPTION")
-        columns.append(o.Column(source=c.source, header=c.header or c.source, number_format=c.number_format))
+        columns.append(
+            o.Column(source=c.source, header=c.header or c.source, number_format=c.number_format)
+        )
     ttl = _seconds(msg.ttl) if msg.HasField("ttl") else None
     if ttl is not None and ttl <= 0:
         raise InvalidArgument("ttl must be positive", reason="BAD_OPTION")
-    delivery = _enum(_DELIVERY, msg.delivery, "delivery")  # type: ignore[arg-type]
+    delivery = _enum(_DELIVERY, msg.delivery, "delivery")
     return ExportSpec(
         format=fmt,
         options=options,
@@ -292,7 +309,7 @@ def spec_from_proto(msg: epb.ExportSpec, *, default_ttl: float) -> ExportSpec:
             null_text=msg.null_text if msg.HasField("null_text") else "",
             file_name=name,
         ),
-        delivery=delivery,  # type: ignore[arg-type]
+        delivery=delivery,
         priority=msg.priority,
         request_id=msg.request_id,
         columns=tuple(columns),
@@ -340,7 +357,9 @@ def completed_to_proto(job_id: str, r: JobResult) -> epb.ExportCompleted:
         rows=r.rows,
         media_type=r.media_type,
         file_name=r.file_name,
-        warnings=[epb.ExportWarning(code=w.code, count=w.count, message=w.message) for w in r.warnings],
+        warnings=[
+            epb.ExportWarning(code=w.code, count=w.count, message=w.message) for w in r.warnings
+        ],
         expires_at=_timestamp(r.expires_at),
     )
 

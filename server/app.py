@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-
 from exportd.v1 import artifact_service_pb2 as apb
 from exportd.v1 import artifact_service_pb2_grpc as apb_grpc
 from exportd.v1 import export_service_pb2 as epb
 from exportd.v1 import export_service_pb2_grpc as epb_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from .artifacts import ArtifactStore
 from .config import ServerConfig
@@ -138,7 +137,9 @@ def create_server(config: ServerConfig) -> RunningServer:
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
     port = server.add_insecure_port(f"{config.host}:{config.port}")
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}")

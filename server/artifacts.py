@@ -46,8 +46,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from exportd.server.db import Database
-from exportd.server.errors import (
+from .db import Database
+from .errors import (
     DataLoss,
     FailedPrecondition,
     InvalidArgument,

@@ -35,7 +35,7 @@ from .errors import (
 from .exporters import FORMATS, EncoderContext, create_encoder
 from .exporters.options import Column, CommonOptions, FormatOptions
 from .governor import Governor
-from .jobs import Job, JobFailure, JobRegistry, JobResult, JobState, Progress, Warning_
+from .jobs import ExportWarning, Job, JobFailure, JobRegistry, JobResult, JobState, Progress
 
 log = logging.getLogger("exportd.exports")
 
@@ -135,7 +135,7 @@ class Exports:
         governor: Governor,
         artifacts: ArtifactStore,
         scratch_root: Path,
-        limits: ExportLimits = ExportLimits(),
+        limits: ExportLimits | None = None,
         chunk_size: int = 1 << 20,
         progress_interval: float = 0.1,
     ) -> None:
@@ -143,7 +143,7 @@ class Exports:
         self.governor = governor
         self.artifacts = artifacts
         self.scratch_root = scratch_root
-        self.limits = limits
+        self.limits = limits or ExportLimits()
         self.chunk_size = chunk_size
         self.progress_interval = progress_interval
         scratch_root.mkdir(parents=True, exist_ok=True)
@@ -172,7 +172,9 @@ class Exports:
             yield Accepted(job.job_id, 0)
             yield from self.follow(job, is_active=is_active)
             return
-        log.info("job created", extra={"job_id": job.job_id, "tenant": tenant, "format": spec.format})
+        log.info(
+            "job created", extra={"job_id": job.job_id, "tenant": tenant, "format": spec.format}
+        )
         try:
             ticket = self.governor.enqueue(job.job_id, spec.priority, tenant=tenant)
         except ExportdError as exc:
@@ -193,7 +195,10 @@ class Exports:
         except ExportdError as exc:
             self.jobs.fail(job, JobFailure(exc.code, exc.message, exc.reason))
             log.info(
-                "job ended: %s %s", exc.code, exc.message, extra={"job_id": job.job_id, "tenant": tenant}
+                "job ended: %s %s",
+                exc.code,
+                exc.message,
+                extra={"job_id": job.job_id, "tenant": tenant},
             )
             raise
         except GeneratorExit:
@@ -214,7 +219,9 @@ class Exports:
                 yield Completed(job.job_id, snapshot.result)
                 return
             if snapshot.state.terminal:
-                error = snapshot.error or JobFailure("UNKNOWN", "the job ended without a result", "UNKNOWN")
+                error = snapshot.error or JobFailure(
+                    "UNKNOWN", "the job ended without a result", "UNKNOWN"
+                )
                 raise _error_from_failure(error)
             yield JobProgress(snapshot.progress)
 
@@ -274,7 +281,9 @@ class Exports:
                     last_report = time.monotonic()
                     yield self._progress(job, spec, rows, feed, sink, started)
             feed.expect_end()
-            self.jobs.set_state(job, JobState.RENDERING, rows_done=rows, bytes_received=feed.received)
+            self.jobs.set_state(
+                job, JobState.RENDERING, rows_done=rows, bytes_received=feed.received
+            )
             yield JobProgress(job.progress)
             yield from self._finish(job, encoder, ctx, sink, rows, feed, started, is_active)
             encoder = None
@@ -294,7 +303,7 @@ class Exports:
                 file_name=spec.common.file_name,
                 handle=handle,
                 expires_at=expires,
-                warnings=tuple(Warning_(c, n, m) for c, n, m in ctx.warnings.items()),
+                warnings=tuple(ExportWarning(c, n, m) for c, n, m in ctx.warnings.items()),
             )
             self.jobs.succeed(job, result)
             yield JobProgress(job.progress)
@@ -426,7 +435,9 @@ def _next_batch(reader: pa.ipc.RecordBatchStreamReader) -> pa.RecordBatch | None
             f"malformed Arrow record batch: {exc}", reason="MALFORMED_ARROW"
         ) from exc
     except OSError as exc:
-        raise InvalidArgument(f"the Arrow IPC stream broke off: {exc}", reason="MALFORMED_ARROW") from exc
+        raise InvalidArgument(
+            f"the Arrow IPC stream broke off: {exc}", reason="MALFORMED_ARROW"
+        ) from exc
     return batch
 
 
@@ -455,13 +466,18 @@ def _plan_columns(
     headers = [c.header or c.source for c in spec.columns]
     fields = [schema.field(i).with_name(h) for i, h in zip(indices, headers, strict=True)]
     out_schema = pa.schema(fields, metadata=schema.metadata)
-    formats = {h: c.number_format for h, c in zip(headers, spec.columns, strict=True) if c.number_format}
+    formats = {
+        h: c.number_format for h, c in zip(headers, spec.columns, strict=True) if c.number_format
+    }
     common = replace(spec.common, number_formats={**spec.common.number_formats, **formats})
 
     def select(batch: pa.RecordBatch) -> pa.RecordBatch:
         return pa.RecordBatch.from_arrays([batch.column(i) for i in indices], schema=out_schema)
 
     return select, out_schema, common
+
+
+_DATA_AFTER_END = "data follows the end of the Arrow stream (a second stream or a schema change?)"
 
 
 class _Feed(io.RawIOBase):
@@ -533,7 +549,9 @@ class _Feed(io.RawIOBase):
             if isinstance(item, BaseException):
                 raise Cancelled(f"the client's stream broke: {item}", reason="CLIENT_GONE")
             if isinstance(item, CancelRequest):
-                raise Cancelled(item.reason or "cancelled by the client", reason="CANCELLED_BY_CLIENT")
+                raise Cancelled(
+                    item.reason or "cancelled by the client", reason="CANCELLED_BY_CLIENT"
+                )
             return item
 
     def read(self, size: int = -1) -> bytes:
@@ -569,10 +587,7 @@ class _Feed(io.RawIOBase):
     def expect_end(self) -> None:
         """After the Arrow stream's end: only the end message may follow."""
         if self._piece and bytes(self._piece).strip(b"\x00"):
-            raise InvalidArgument(
-                "data follows the end of the Arrow stream (a second stream or a schema change?)",
-                reason="DATA_AFTER_END",
-            )
+            raise InvalidArgument(_DATA_AFTER_END, reason="DATA_AFTER_END")
         while not self._ended:
             item = self._next()
             if item is None:
@@ -582,10 +597,7 @@ class _Feed(io.RawIOBase):
             if isinstance(item, EndOfData):
                 self._ended = True
             elif isinstance(item, DataPiece) and item.data:
-                raise InvalidArgument(
-                    "data follows the end of the Arrow stream (a second stream or a schema change?)",
-                    reason="DATA_AFTER_END",
-                )
+                raise InvalidArgument(_DATA_AFTER_END, reason="DATA_AFTER_END")
 
     def close(self) -> None:
         self._stop.set()

@@ -65,7 +65,7 @@ class Governor:
         self._closed = False
 
     def enqueue(self, job_id: str, priority: int = 0, *, tenant: str = "") -> Ticket:
-        """Admit at once when a slot is free, else queue; ResourceExhausted when the queue is full."""
+        """Admit at once when a slot is free, else queue; ResourceExhausted when full."""
         with self._cond:
             ticket = Ticket(job_id, priority, next(self._seq), tenant, _governor=self)
             if self._closed:

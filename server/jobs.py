@@ -56,7 +56,7 @@ class Progress:
 
 
 @dataclass(frozen=True)
-class Warning_:
+class ExportWarning:
     """One kind of change an exporter made, counted."""
 
     code: str
@@ -75,7 +75,7 @@ class JobResult:
     file_name: str
     handle: str = ""
     expires_at: float | None = None
-    warnings: tuple[Warning_, ...] = ()
+    warnings: tuple[ExportWarning, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,9 @@ class JobRegistry:
 
     def _fail_unfinished(self) -> None:
         """Jobs a previous process left queued or running can never finish: say so."""
-        failure = JobFailure("UNAVAILABLE", "server restarted before the job finished", "SERVER_RESTARTED")
+        failure = JobFailure(
+            "UNAVAILABLE", "server restarted before the job finished", "SERVER_RESTARTED"
+        )
         self._db.execute(
             "UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE state IN (?, ?, ?)",
             (
@@ -244,17 +246,25 @@ class JobRegistry:
                 raise NotFound(f"no job {job_id!r}", reason="JOB_NOT_FOUND")
             return job
 
-    def list(
-        self, tenant: str, *, page_size: int = 50, page_token: str = "", states: set[JobState] | None = None
+    def list_page(
+        self,
+        tenant: str,
+        *,
+        page_size: int = 50,
+        page_token: str = "",
+        states: set[JobState] | None = None,
     ) -> tuple[list[Job], str]:
-        """A page of the tenant's jobs, newest first, and the token of the next page ("" at the end)."""
+        """A page of the tenant's jobs, newest first, and the next page's token ("" at the end)."""
         page_size = max(1, min(page_size or 50, 1000))
-        where, params = "tenant = ?", [tenant]
+        where = "tenant = ?"
+        params: list[object] = [tenant]
         if page_token:
             try:
                 created, job_id = json.loads(base64.urlsafe_b64decode(page_token.encode()))
             except (ValueError, TypeError) as exc:
-                raise InvalidArgument("page_token is not one this server issued", reason="BAD_PAGE_TOKEN") from exc
+                raise InvalidArgument(
+                    "page_token is not one this server issued", reason="BAD_PAGE_TOKEN"
+                ) from exc
             where += " AND (created_at < ? OR (created_at = ? AND job_id < ?))"
             params += [created, created, job_id]
         if states:
@@ -269,7 +279,9 @@ class JobRegistry:
         token = ""
         if len(rows) > page_size:
             last = jobs[-1]
-            token = base64.urlsafe_b64encode(json.dumps([last.created_at, last.job_id]).encode()).decode()
+            token = base64.urlsafe_b64encode(
+                json.dumps([last.created_at, last.job_id]).encode()
+            ).decode()
         return jobs, token
 
     # -- changes -------------------------------------------------------------------------------
@@ -307,7 +319,12 @@ class JobRegistry:
         self._finish(job, state, error=failure)
 
     def _finish(
-        self, job: Job, state: JobState, *, result: JobResult | None = None, error: JobFailure | None = None
+        self,
+        job: Job,
+        state: JobState,
+        *,
+        result: JobResult | None = None,
+        error: JobFailure | None = None,
     ) -> None:
         with self._lock:
             if job.state.terminal:
@@ -317,7 +334,9 @@ class JobRegistry:
             job.result = result
             job.error = error
             fraction = 1.0 if state is JobState.SUCCEEDED else job.progress.fraction
-            job.progress = replace(job.progress, state=state, queue_position=0, fraction=fraction, eta=None)
+            job.progress = replace(
+                job.progress, state=state, queue_position=0, fraction=fraction, eta=None
+            )
             self._db.execute(
                 "UPDATE jobs SET state = ?, finished_at = ?, progress = ?, result = ?, error = ? "
                 "WHERE job_id = ?",
@@ -362,7 +381,10 @@ class JobRegistry:
         seen = -1
         while True:
             with self._lock:
-                self._changed.wait_for(lambda: job.version != seen or job.state.terminal, timeout=0.5)
+                self._changed.wait_for(
+                    lambda: job.version != seen or job.state.terminal,  # noqa: B023 - runs now
+                    timeout=0.5,
+                )
                 changed = job.version != seen
                 seen = job.version
                 terminal = job.state.terminal
@@ -383,7 +405,7 @@ class JobRegistry:
         result = None
         if r["result"]:
             data = json.loads(r["result"])
-            data["warnings"] = tuple(Warning_(**w) for w in data.get("warnings", ()))
+            data["warnings"] = tuple(ExportWarning(**w) for w in data.get("warnings", ()))
             result = JobResult(**data)
         error = JobFailure(**json.loads(r["error"])) if r["error"] else None
         return Job(

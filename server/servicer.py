@@ -12,14 +12,13 @@ from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
-
 from exportd.v1 import artifact_service_pb2 as apb
 from exportd.v1 import artifact_service_pb2_grpc as apb_grpc
 from exportd.v1 import export_service_pb2 as epb
 from exportd.v1 import export_service_pb2_grpc as epb_grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from . import _mapping as m
 from .artifacts import ArtifactStore
@@ -69,13 +68,22 @@ def _inputs(requests: Iterator[epb.ExportRequest]) -> Iterator[Input]:
         elif kind == "cancel":
             yield CancelRequest(request.cancel.reason)
         else:
-            raise InvalidArgument(f"unexpected {kind or 'empty'} message after the spec", reason="PROTOCOL")
+            raise InvalidArgument(
+                f"unexpected {kind or 'empty'} message after the spec", reason="PROTOCOL"
+            )
 
 
 class ExportServicer(epb_grpc.ExportServiceServicer):
     """ExportService: Export and the job RPCs."""
 
-    def __init__(self, exports: Exports, jobs: JobRegistry, *, default_ttl: float, tenant_of: TenantOf = _no_tenant) -> None:
+    def __init__(
+        self,
+        exports: Exports,
+        jobs: JobRegistry,
+        *,
+        default_ttl: float,
+        tenant_of: TenantOf = _no_tenant,
+    ) -> None:
         self._exports = exports
         self._jobs = jobs
         self._default_ttl = default_ttl
@@ -87,17 +95,24 @@ class ExportServicer(epb_grpc.ExportServiceServicer):
         try:
             first = next(request_iterator, None)
             if first is None or first.WhichOneof("kind") != "spec":
-                raise InvalidArgument("the first message of an Export must be its spec", reason="PROTOCOL")
+                raise InvalidArgument(
+                    "the first message of an Export must be its spec", reason="PROTOCOL"
+                )
             spec = m.spec_from_proto(first.spec, default_ttl=self._default_ttl)
             events = self._exports.run(
-                spec, _inputs(request_iterator), tenant=self._tenant_of(context), is_active=context.is_active
+                spec,
+                _inputs(request_iterator),
+                tenant=self._tenant_of(context),
+                is_active=context.is_active,
             )
             for event in events:
                 yield _event_to_proto(event)
         except ExportdError as exc:
             abort(context, exc)
 
-    def GetJob(self, request: epb.GetJobRequest, context: grpc.ServicerContext) -> epb.GetJobResponse:
+    def GetJob(
+        self, request: epb.GetJobRequest, context: grpc.ServicerContext
+    ) -> epb.GetJobResponse:
         try:
             job = self._jobs.get(request.job_id, self._tenant_of(context))
         except ExportdError as exc:
@@ -113,22 +128,30 @@ class ExportServicer(epb_grpc.ExportServiceServicer):
             abort(context, exc)
         for snapshot in self._jobs.watch(job, is_active=context.is_active):
             if snapshot.result is not None:
-                yield epb.WatchJobResponse(completed=m.completed_to_proto(job.job_id, snapshot.result))
+                yield epb.WatchJobResponse(
+                    completed=m.completed_to_proto(job.job_id, snapshot.result)
+                )
             elif snapshot.error is not None:
                 yield epb.WatchJobResponse(failed=m.failure_to_proto(snapshot.error))
             else:
                 yield epb.WatchJobResponse(progress=m.progress_to_proto(snapshot.progress))
 
-    def CancelJob(self, request: epb.CancelJobRequest, context: grpc.ServicerContext) -> epb.CancelJobResponse:
+    def CancelJob(
+        self, request: epb.CancelJobRequest, context: grpc.ServicerContext
+    ) -> epb.CancelJobResponse:
         try:
-            job = self._jobs.request_cancel(request.job_id, self._tenant_of(context), request.reason)
+            job = self._jobs.request_cancel(
+                request.job_id, self._tenant_of(context), request.reason
+            )
         except ExportdError as exc:
             abort(context, exc)
         return epb.CancelJobResponse(job=m.job_to_proto(job))
 
-    def ListJobs(self, request: epb.ListJobsRequest, context: grpc.ServicerContext) -> epb.ListJobsResponse:
+    def ListJobs(
+        self, request: epb.ListJobsRequest, context: grpc.ServicerContext
+    ) -> epb.ListJobsResponse:
         try:
-            jobs, token = self._jobs.list(
+            jobs, token = self._jobs.list_page(
                 self._tenant_of(context),
                 page_size=request.page_size,
                 page_token=request.page_token,
@@ -158,7 +181,9 @@ def _event_to_proto(event: object) -> epb.ExportResponse:
 class ArtifactServicer(apb_grpc.ArtifactServiceServicer):
     """ArtifactService: read, describe, delete and renew kept files."""
 
-    def __init__(self, store: ArtifactStore, *, chunk_size: int, tenant_of: TenantOf = _no_tenant) -> None:
+    def __init__(
+        self, store: ArtifactStore, *, chunk_size: int, tenant_of: TenantOf = _no_tenant
+    ) -> None:
         self._store = store
         self._chunk_size = chunk_size
         self._tenant_of = tenant_of
@@ -181,7 +206,9 @@ class ArtifactServicer(apb_grpc.ArtifactServiceServicer):
         except ExportdError as exc:
             abort(context, exc)
 
-    def GetArtifact(self, request: apb.GetArtifactRequest, context: grpc.ServicerContext) -> apb.GetArtifactResponse:
+    def GetArtifact(
+        self, request: apb.GetArtifactRequest, context: grpc.ServicerContext
+    ) -> apb.GetArtifactResponse:
         try:
             artifact = self._store.get(request.handle, self._tenant_of(context))
         except ExportdError as exc:

@@ -9,11 +9,10 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeAlias
 
 import grpc
 import pyarrow as pa
-
 from exportd.v1 import artifact_service_pb2 as apb
 from exportd.v1 import artifact_service_pb2_grpc as apb_grpc
 from exportd.v1 import export_service_pb2 as epb
@@ -28,7 +27,7 @@ from .errors import (
     from_rpc_error,
 )
 
-DataSource = pa.Table | pa.RecordBatchReader | Iterable[pa.RecordBatch]
+DataSource: TypeAlias = pa.Table | pa.RecordBatchReader | Iterable[pa.RecordBatch]
 
 _STATES = {
     epb.JOB_STATE_QUEUED: "queued",
@@ -206,7 +205,11 @@ class _Pieces(io.RawIOBase):
         view = memoryview(data)
         end = len(view) if final else len(view) - len(view) % piece_size
         for start in range(0, end, piece_size):
-            yield bytes(view[start : min(start + piece_size, end)]) if end - start < len(view) else data
+            yield (
+                bytes(view[start : min(start + piece_size, end)])
+                if end - start < len(view)
+                else data
+            )
         if end < len(view):
             rest = bytes(view[end:])
             self.parts.append(rest)
@@ -218,7 +221,7 @@ def _batches(data: DataSource) -> tuple[pa.Schema, Iterator[pa.RecordBatch], int
         return data.schema, iter(data.to_batches()), data.num_rows
     if isinstance(data, pa.RecordBatchReader):
         return data.schema, iter(data), 0
-    it = iter(data)
+    it: Iterator[pa.RecordBatch] = iter(data)
     first = next(it, None)
     if first is None:
         raise ValueError("an iterable of record batches needs at least one batch for its schema")
@@ -228,6 +231,11 @@ def _batches(data: DataSource) -> tuple[pa.Schema, Iterator[pa.RecordBatch], int
         yield from it
 
     return first.schema, chain(), 0
+
+
+def _cancel_when(event: threading.Event, call: Any) -> None:
+    event.wait()
+    call.cancel()
 
 
 class ExportClient:
@@ -252,7 +260,7 @@ class ExportClient:
             # Chunks and data pieces are at most 1 MiB plus framing; allow the server's 8 MiB.
             ("grpc.max_receive_message_length", 8 << 20),
             ("grpc.max_send_message_length", 8 << 20),
-            # Keep long exports alive through idle middleboxes, no more often than the server allows.
+            # Keep long exports alive through idle middleboxes, within the server's ping policy.
             ("grpc.keepalive_time_ms", 60_000),
             ("grpc.keepalive_timeout_ms", 20_000),
         ]
@@ -345,7 +353,7 @@ class ExportClient:
         )
         stopper = None
         if cancel is not None:
-            stopper = threading.Thread(target=lambda: cancel.wait() and call.cancel(), daemon=True)
+            stopper = threading.Thread(target=_cancel_when, args=(cancel, call), daemon=True)
             stopper.start()
         try:
             for response in call:
@@ -372,7 +380,7 @@ class ExportClient:
                 part.unlink(missing_ok=True)
             raise from_rpc_error(exc) from None
         except BaseException:
-            call.cancel()
+            call.cancel()  # type: ignore[no-untyped-call]
             if part is not None:
                 part.unlink(missing_ok=True)
             raise
@@ -383,8 +391,12 @@ class ExportClient:
                 sink.close()
         if completed is None:
             raise error_for(StatusCode.UNKNOWN, "the server ended the export without a result")
-        if streamed and sink is not None and completed.sha256 and written and (
-            digest.hexdigest() != completed.sha256 or written != completed.size_bytes
+        if (
+            streamed
+            and sink is not None
+            and completed.sha256
+            and written
+            and (digest.hexdigest() != completed.sha256 or written != completed.size_bytes)
         ):
             if part is not None:
                 part.unlink(missing_ok=True)
@@ -423,7 +435,9 @@ class ExportClient:
         response = self._unary(self._exports.GetJob, epb.GetJobRequest(job_id=job_id))
         return JobInfo._from(response.job)
 
-    def watch(self, job_id: str, *, timeout: float | None = None) -> Iterator[Progress | ExportResult]:
+    def watch(
+        self, job_id: str, *, timeout: float | None = None
+    ) -> Iterator[Progress | ExportResult]:
         """Follow a job to its end: Progress snapshots, then the ExportResult; a failed or
         cancelled job raises its error."""
         call = self._exports.WatchJob(
@@ -460,7 +474,7 @@ class ExportClient:
             request = epb.ListJobsRequest(
                 page_size=page_size,
                 page_token=token,
-                states=[_STATE_NUMBERS[s] for s in states],  # type: ignore[misc]
+                states=[_STATE_NUMBERS[s] for s in states],
             )
             response = self._unary(self._exports.ListJobs, request)
             for job in response.jobs:
@@ -489,9 +503,10 @@ class ExportClient:
         return ArtifactInfo._from(response.artifact)
 
     def read(self, handle: str, *, offset: int = 0, limit: int = 0) -> Iterator[tuple[int, bytes]]:
-        """(offset, bytes) chunks of a kept file from ``offset``, at most ``limit`` bytes (0: all)."""
+        """(offset, bytes) chunks of a kept file from ``offset``; ≤ ``limit`` bytes (0: all)."""
         call = self._artifacts.ReadArtifact(
-            apb.ReadArtifactRequest(handle=handle, offset=offset, limit=limit), metadata=self._metadata
+            apb.ReadArtifactRequest(handle=handle, offset=offset, limit=limit),
+            metadata=self._metadata,
         )
         try:
             for chunk in call:
@@ -499,7 +514,7 @@ class ExportClient:
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
         finally:
-            call.cancel()
+            call.cancel()  # type: ignore[no-untyped-call]
 
     def fetch(
         self,
@@ -526,7 +541,9 @@ class ExportClient:
                 try:
                     for offset, data in self.read(handle, offset=have):
                         if offset != have:
-                            raise error_for(StatusCode.DATA_LOSS, f"chunk at {offset}, expected {have}")
+                            raise error_for(
+                                StatusCode.DATA_LOSS, f"chunk at {offset}, expected {have}"
+                            )
                         f.write(data)
                         have += len(data)
                         if on_bytes is not None:
@@ -549,7 +566,7 @@ class ExportClient:
             )
         return info
 
-    def _unary(self, method: Callable[..., object], request: object) -> object:
+    def _unary(self, method: Callable[..., Any], request: object) -> Any:
         try:
             return method(request, metadata=self._metadata)
         except grpc.RpcError as exc:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
-from google.protobuf.message import Message
+from typing import Any
 
 from exportd.v1 import export_service_pb2 as epb
 from exportd.v1 import formats_pb2 as fpb
+from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
+from google.protobuf.message import Message
 
 from .errors import InvalidArgumentError, StatusCode
 
@@ -72,7 +72,7 @@ def _enum_value(enum: EnumDescriptor, value: object, key: str) -> int:
     raise _bad(f"option {key}={value!r}: choose one of {choices}")
 
 
-def _coerce(field: FieldDescriptor, value: object, key: str) -> object:
+def _coerce(field: Any, value: object, key: str) -> object:
     t = field.type
     if t == FieldDescriptor.TYPE_BOOL:
         if isinstance(value, bool):
@@ -84,6 +84,7 @@ def _coerce(field: FieldDescriptor, value: object, key: str) -> object:
             return False
         raise _bad(f"option {key}={value!r}: expected true or false")
     if t == FieldDescriptor.TYPE_ENUM:
+        assert field.enum_type is not None
         return _enum_value(field.enum_type, value, key)
     if t in (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64):
         try:
@@ -137,7 +138,7 @@ def build_spec(
     number, field = FORMATS[fmt]
     spec = epb.ExportSpec(
         format=number,  # type: ignore[arg-type]
-        delivery=DELIVERIES[delivery],  # type: ignore[arg-type]
+        delivery=DELIVERIES[delivery],
         file_name=file_name,
         priority=priority,
         request_id=request_id,

@@ -1,17 +1,17 @@
 """Errors the SDK raises, so callers never import grpc to handle failures.
 
-    ExportdError                   any failed call: .code (StatusCode), .message, .reason, .retry_after
-    ├── InvalidArgumentError       bad spec, unknown option, malformed Arrow data
-    ├── NotFoundError              unknown or expired job or handle
-    ├── ResourceExhaustedError     queue full (.retry_after seconds), disk full, quota, limits
-    ├── CancelledError             the export was cancelled
-    ├── DeadlineExceededError      the call's deadline passed, or the server waited too long for data
-    ├── OutOfRangeError            a read offset past the end of a file
-    ├── DataLossError              a stored file failed its checksum
-    ├── UnavailableError           the server is unreachable or shutting down
-    ├── UnauthenticatedError       missing or wrong token
-    ├── PermissionDeniedError      the token may not do this
-    └── ChecksumMismatchError      a received file does not match the server's sha256 (client side)
+ExportdError                   any failed call: .code (StatusCode), .message, .reason, .retry_after
+├── InvalidArgumentError       bad spec, unknown option, malformed Arrow data
+├── NotFoundError              unknown or expired job or handle
+├── ResourceExhaustedError     queue full (.retry_after seconds), disk full, quota, limits
+├── CancelledError             the export was cancelled
+├── DeadlineExceededError      the call's deadline passed, or the server waited too long for data
+├── OutOfRangeError            a read offset past the end of a file
+├── DataLossError              a stored file failed its checksum
+├── UnavailableError           the server is unreachable or shutting down
+├── UnauthenticatedError       missing or wrong token
+├── PermissionDeniedError      the token may not do this
+└── ChecksumMismatchError      a received file does not match the server's sha256 (client side)
 """
 
 from __future__ import annotations
@@ -121,7 +121,9 @@ _BY_CODE: dict[StatusCode, type[ExportdError]] = {
 }
 
 
-def error_for(code: StatusCode, message: str, *, reason: str = "", retry_after: float | None = None) -> ExportdError:
+def error_for(
+    code: StatusCode, message: str, *, reason: str = "", retry_after: float | None = None
+) -> ExportdError:
     """The named exception for ``code``."""
     cls = _BY_CODE.get(code, ExportdError)
     return cls(code, message, reason=reason, retry_after=retry_after)

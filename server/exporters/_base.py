@@ -1,8 +1,8 @@
 """What every encoder promises, and what it is given.
 
 An encoder turns record batches of one fixed schema into one file's bytes, written to a sink it does
-not own. It is pure with respect to the service: no grpc, no jobs, no storage. The caller has already
-selected, ordered and renamed columns, so the schema an encoder sees is the file's schema.
+not own. It is pure with respect to the service: no grpc, no jobs, no storage. The caller has
+already selected, ordered and renamed columns, so the schema an encoder sees is the file's schema.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class ExportWarnings:
     messages: dict[str, str] = field(default_factory=dict)
 
     def add(self, code: str, count: int, message: str) -> None:
-        """Count ``count`` more occurrences of ``code``; the first message given for a code stays."""
+        """Count ``count`` more of ``code``; the first message given for a code stays."""
         if count <= 0:
             return
         self.counts[code] = self.counts.get(code, 0) + count
