@@ -353,10 +353,10 @@ def test_title_subtitle_and_generated_line(tmp_path: Path) -> None:
 def test_values_render_like_text_formats(tmp_path: Path) -> None:
     table = pa.table(
         {
-            "id": [1, 2],
-            "when": pa.array([0, None], pa.timestamp("s", tz="UTC")),
-            "big": pa.array([2**63 - 1, -(2**63)], pa.int64()),
-            "ctl": ["tab\there", "line\nbreak\x07bell"],
+            "id": [1, 2, 3],
+            "when": pa.array([0, None, 0], pa.timestamp("s", tz="UTC")),
+            "big": pa.array([2**63 - 1, -(2**63), 0], pa.int64()),
+            "ctl": ["tab\there", "line\nbreak\x07bell", "del\x7f and c1\x85"],
         }
     )
     out = export(
@@ -369,7 +369,9 @@ def test_values_render_like_text_formats(tmp_path: Path) -> None:
     assert "(none)" in text
     assert "9223372036854775807" in text and "-9223372036854775808" in text
     assert "tab here" in text and "line breakbell" in text
-    assert out.ctx.warnings.counts["CHARS_REMOVED"] == 1
+    assert "del and c1" in text
+    assert out.ctx.warnings.counts["CHARS_REMOVED"] == 2
+    assert "GLYPH_MISSING" not in out.ctx.warnings.counts
 
 
 def test_abort_removes_the_spool(tmp_path: Path) -> None:

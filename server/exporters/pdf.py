@@ -69,7 +69,8 @@ _PAGE_SIZES = {
     PageSize.LEGAL: pagesizes.LEGAL,
     PageSize.A3: pagesizes.A3,
 }
-_CONTROL = "[\\x{0}-\\x{8}\\x{b}\\x{c}\\x{e}-\\x{1f}\\x{7f}]"
+# DEL and the C1 controls: no glyph in any font, and sanitize_text keeps them (XML allows them).
+_CONTROL = "[\\x{7f}-\\x{9f}]"
 _ZEBRA = (0.94, 0.95, 0.97)
 _HEADER_FILL = (0.85, 0.87, 0.90)
 _PROGRESS_EVERY = 0.25
@@ -325,9 +326,10 @@ class PdfEncoder:
         for col in batch.columns:
             text = render_text(col, timezone=common.timezone, null_text=common.null_text)
             text, changed = sanitize_text(text)
-            if pc.any(pc.match_substring_regex(text, _CONTROL)).as_py():
+            hits = pc.sum(pc.match_substring_regex(text, _CONTROL)).as_py() or 0
+            if hits:
                 text = pc.replace_substring_regex(text, _CONTROL, "")
-                changed = changed or 1
+                changed += hits
             if not sample:
                 self._removed += changed
             if self._wrap:
