@@ -351,12 +351,16 @@ def test_too_many_columns(tmp_path: Path) -> None:
     assert err.value.reason == "TOO_MANY_COLUMNS"
 
 
-def _overflow(tmp_path: Path, options: XlsxOptions, rows: int, limit: int) -> tuple[Path, Any]:
+def _overflow(
+    tmp_path: Path, options: XlsxOptions, rows: int, limit: int, max_bytes: int = 1 << 30
+) -> tuple[Path, Any]:
     table = pa.table({"id": list(range(rows)), "name": [f"n{i}" for i in range(rows)]})
     path = tmp_path / "overflow.xlsx"
     with path.open("wb", buffering=0) as sink:
         ctx = EncoderContext(sink=sink, common=CommonOptions(), scratch_dir=tmp_path)
-        encoder = XlsxEncoder(table.schema, options, ctx, max_rows_per_sheet=limit)
+        encoder = XlsxEncoder(
+            table.schema, options, ctx, max_rows_per_sheet=limit, max_sheet_bytes=max_bytes
+        )
         try:
             for batch in table.to_batches(max_chunksize=7):
                 encoder.write(batch)
@@ -384,6 +388,44 @@ def test_rows_continue_on_new_sheets(tmp_path: Path) -> None:
         ids += [r[0] for r in rows[1:]]
     assert ids == list(range(25))
     assert [len(openpyxl_rows(path, i)) - 1 for i in range(3)] == [10, 10, 5]
+
+
+def test_sheet_xml_over_the_size_limit_continues_on_a_new_sheet(tmp_path: Path) -> None:
+    path, ctx = _overflow(tmp_path, XlsxOptions(), rows=100, limit=1000, max_bytes=3000)
+    cal = CalamineWorkbook.from_path(str(path))
+    counts = [len(calamine_rows(path, i)) - 1 for i in range(len(cal.sheet_names))]
+    assert len(counts) > 2
+    assert sum(counts) == 100
+    assert ctx.warnings.counts == {"ROWS_ON_NEW_SHEET": 100 - counts[0]}
+    ids = [row[0] for i in range(len(counts)) for row in calamine_rows(path, i)[1:]]
+    assert ids == list(range(100))
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if info.filename.startswith("xl/worksheets/"):
+                assert info.file_size <= 3000
+    with pytest.raises(InvalidArgument) as err:
+        options = XlsxOptions(row_overflow=RowOverflow.FAIL)
+        _overflow(tmp_path, options, rows=100, limit=1000, max_bytes=3000)
+    assert err.value.reason == "SHEET_TOO_LARGE"
+
+
+def test_zip_entries_need_no_zip64(tmp_path: Path) -> None:
+    """Excel refuses ZIP64 local headers on small parts: every entry is a plain deflated entry
+    with a data descriptor (version 2.0, real sizes in the central directory)."""
+    table = pa.table({"id": list(range(1000))})
+    path, _ = export_table(tmp_path, table, chunk=100)
+    raw = path.read_bytes()
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        assert names[:2] == ["[Content_Types].xml", "_rels/.rels"]
+        assert {"xl/workbook.xml", "xl/styles.xml", "xl/worksheets/sheet1.xml"} <= set(names)
+        for info in zf.infolist():
+            assert info.extra == b""
+            assert info.compress_type == zipfile.ZIP_DEFLATED
+            local = raw[info.header_offset : info.header_offset + 30]
+            assert local[:4] == b"PK\x03\x04"
+            assert int.from_bytes(local[4:6], "little") == 20  # version needed: 2.0
+            assert int.from_bytes(local[28:30], "little") == 0  # no extra field
 
 
 def test_exactly_full_sheet_adds_no_empty_sheet(tmp_path: Path) -> None:

@@ -38,7 +38,10 @@ null                        an empty cell
 A per-column number format (``CommonOptions.number_formats``, keyed by header) replaces the
 default style of that column. Rows beyond a sheet's 1,048,575 data rows go on sheets named
 ``"<name> (2)"``, ``"<name> (3)"``, ... with the header repeated (warning ROWS_ON_NEW_SHEET counts
-the rows moved), or raise InvalidArgument(reason="TOO_MANY_ROWS") with ``RowOverflow.FAIL``.
+the rows moved), or raise InvalidArgument(reason="TOO_MANY_ROWS") with ``RowOverflow.FAIL``. A
+sheet whose XML would pass 4 GiB continues the same way (``SHEET_TOO_LARGE`` under FAIL): every
+zip entry stays a plain one with a data descriptor, because Excel rejects the ZIP64 headers a
+streamed entry of unknown size would otherwise need.
 More than 16,384 columns raise InvalidArgument(reason="TOO_MANY_COLUMNS") at construction.
 Cells carry no ``r`` reference: rows and cells are positional, and null cells are written as
 ``<c/>`` so later cells keep their column.
@@ -64,12 +67,23 @@ from ._base import EncoderContext
 from ._text import render_text, sanitize_text
 from .options import RowOverflow, XlsxOptions
 
-__all__ = ["MAX_COLUMNS", "MAX_ROWS_PER_SHEET", "XlsxEncoder", "sanitize_sheet_name"]
+__all__ = [
+    "MAX_COLUMNS",
+    "MAX_ROWS_PER_SHEET",
+    "MAX_SHEET_BYTES",
+    "XlsxEncoder",
+    "sanitize_sheet_name",
+]
 
 MAX_ROWS_PER_SHEET = 1_048_575
 """Data rows a sheet holds under its header (Excel's 1,048,576 rows minus the header)."""
 MAX_COLUMNS = 16_384
 """Columns a sheet holds (A..XFD)."""
+MAX_SHEET_BYTES = 0xFFFF_FFFF
+"""Most bytes of XML one sheet part holds: a zip entry stays under 4 GiB so it needs no ZIP64
+(Excel refuses ZIP64 local headers on parts that do not need them)."""
+_TAIL_RESERVE = 256
+"""Bytes kept free for the end of a sheet part (closing tags and the autofilter)."""
 MAX_CELL_CHARS = 32_767
 """Characters (UTF-16 code units) a cell holds."""
 
@@ -183,10 +197,10 @@ class _ZipStream:
         self._submit(lambda: self._zip.writestr(name, text))
 
     def open_entry(self, name: str, head: str) -> None:
-        """Start a streamed part (zip64: its size is unknown) with ``head`` as its first bytes."""
+        """Start a streamed part with ``head`` as its first bytes; it must stay under 4 GiB."""
 
         def job() -> None:
-            self._entry = self._zip.open(name, "w", force_zip64=True)
+            self._entry = self._zip.open(name, "w")
             self._entry.write(head.encode("utf-8"))
 
         self._submit(job)
@@ -310,8 +324,9 @@ class XlsxEncoder:
     """Writes one XLSX workbook of ``schema``-shaped batches to ``ctx.sink`` as they arrive.
 
     ``max_rows_per_sheet`` is the data rows a sheet holds under its header (Excel's limit by
-    default; lower only to exercise sheet overflow). Rows and warnings are final once ``finish``
-    returns; after ``abort`` nothing more is written to the sink.
+    default) and ``max_sheet_bytes`` the XML a sheet part may reach before the rows continue on
+    a new sheet; lower them only to exercise sheet overflow. Rows and warnings are final once
+    ``finish`` returns; after ``abort`` nothing more is written to the sink.
     """
 
     def __init__(
@@ -321,6 +336,7 @@ class XlsxEncoder:
         ctx: EncoderContext,
         *,
         max_rows_per_sheet: int = MAX_ROWS_PER_SHEET,
+        max_sheet_bytes: int = MAX_SHEET_BYTES,
     ) -> None:
         if len(schema) > MAX_COLUMNS:
             raise InvalidArgument(
@@ -340,6 +356,7 @@ class XlsxEncoder:
         self._timezone = ctx.common.timezone
         self._header = options.header
         self._capacity = max_rows_per_sheet + (0 if options.header else 1)
+        self._max_sheet_bytes = max_sheet_bytes - _TAIL_RESERVE
         self._sheet_name = sanitize_sheet_name(options.sheet_name)
         self._styles = parts.StyleTable(options.bold_header)
         self._columns = [
@@ -357,6 +374,8 @@ class XlsxEncoder:
         self._sheets: list[parts.SheetEntry] = []
         self._rows = 0
         self._closed = False
+        self._sheet_bytes = 0
+        self._moved = 0
 
     # --- public -------------------------------------------------------------------------------
 
@@ -383,11 +402,10 @@ class XlsxEncoder:
         if not self._sheet_open and not self._sheets:
             self._open_sheet()
         self._close_sheet()
-        moved = self._rows - min(self._rows, self._capacity)
         self._ctx.warnings.add(
             "ROWS_ON_NEW_SHEET",
-            moved,
-            f"rows beyond {self._capacity:,} per sheet continue on further sheets",
+            self._moved,
+            "rows beyond what one sheet holds continue on further sheets",
         )
         self._zip.writestr("xl/workbook.xml", parts.workbook_xml(self._sheets))
         self._zip.writestr("xl/_rels/workbook.xml.rels", parts.workbook_rels(len(self._sheets)))
@@ -436,6 +454,7 @@ class XlsxEncoder:
         head = parts.sheet_head(self._widths, freeze) + self._header_xml
         self._zip.open_entry(parts.sheet_part_name(number), head)
         self._sheet_open = True
+        self._sheet_bytes = len(head.encode("utf-8"))
         self._sheet_rows = 0
 
     def _close_sheet(self) -> None:
@@ -475,11 +494,31 @@ class XlsxEncoder:
                 self._open_sheet()
             take = min(n - done, self._capacity - self._sheet_rows)
             lo = offsets[done].as_py()
+            if self._sheet_bytes + offsets[done + take].as_py() - lo > self._max_sheet_bytes:
+                budget = self._max_sheet_bytes - self._sheet_bytes + lo
+                ends = offsets.slice(done + 1, take)
+                fit = int(pc.sum(pc.less_equal(ends, budget)).as_py() or 0)
+                if fit == 0 and self._sheet_rows:
+                    self._split_for_size()
+                    continue
+                take = max(fit, 1)
             hi = offsets[done + take].as_py()
             self._zip.write(view[lo:hi])
+            self._sheet_bytes += hi - lo
             self._sheet_rows += take
+            if len(self._sheets):
+                self._moved += take
             self._rows += take
             done += take
+
+    def _split_for_size(self) -> None:
+        if self._options.row_overflow is RowOverflow.FAIL:
+            raise InvalidArgument(
+                "the sheet's XML would pass the 4 GiB a zip entry holds without ZIP64 "
+                "(which Excel rejects), and row_overflow is FAIL",
+                reason="SHEET_TOO_LARGE",
+            )
+        self._close_sheet()
 
     def _render_rows(self, chunk: pa.RecordBatch) -> pa.StringArray:
         """One ``<row>...</row>`` string per row of ``chunk``."""
