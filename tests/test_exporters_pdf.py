@@ -161,6 +161,14 @@ def test_every_script_is_extractable(tmp_path: Path) -> None:
     text = "\n".join(out.pages())
     for key, value in HOSTILE.items():
         assert value in text, key
+    # Each text sits on its own row, beside its id and script name.
+    rows = {}
+    for line in out.pages(layout=True)[0].splitlines():
+        words = line.split()
+        if words and words[0].isdigit():
+            rows[int(words[0])] = line
+    for i, key in enumerate(names, start=1):
+        assert key in rows[i] and HOSTILE[key] in rows[i], (key, rows[i])
     assert "GLYPH_MISSING" not in out.ctx.warnings.counts
     assert "\ufffd" not in text
 

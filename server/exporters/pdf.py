@@ -726,7 +726,7 @@ class PdfEncoder:
             to.setFont(body, fs, row_h if uniform else leading)
             code = to._code
             if uniform and not numeric and self._ascii0 and not any(kinds):
-                code.append(self._select_ascii)
+                code.append(f"{self._select_ascii} {fp_str(row_h)} TL")
                 code.append("(" + ") Tj T* (".join(map(escapePDF, col)) + ") Tj T*")
                 canvas.drawText(to)
                 continue
@@ -734,7 +734,7 @@ class PdfEncoder:
                 for s, k in zip(col, kinds, strict=True):
                     if k == 2:
                         self._text_runs(to, s, fs, False)
-                        to.setFont(body, fs, row_h)
+                        to.setLeading(row_h)
                         to.textLine("")
                     else:
                         to.textLine(s)
