@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 from exportd.server.errors import InvalidArgument
 from exportd.server.exporters import EncoderContext, create_encoder
-from exportd.server.exporters.fonts import DEFAULT_FONT_PATHS, FontSet
+from exportd.server.exporters.fonts import DEFAULT_FONT_PATHS, FontSet, set_default_fontset
 from exportd.server.exporters.options import (
     CellOverflow,
     CommonOptions,
@@ -206,6 +206,18 @@ def test_fontset_from_paths_is_the_fallback_chain(tmp_path: Path) -> None:
     assert "abc \ufffd\ufffd" in "".join(out.pages())
     names = " ".join(row[0] for row in out.fonts())
     assert "Droid" not in names and "Bold" not in names
+
+
+def test_process_default_fontset_can_be_replaced(tmp_path: Path) -> None:
+    serif = Path("/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf")
+    try:
+        set_default_fontset([serif])
+        out = export(tmp_path, pa.table({"id": [1], "text": ["Grüße"]}))
+    finally:
+        set_default_fontset(None)
+    names = [row[0] for row in out.fonts()]
+    assert names and all("DejaVuSerif" in name for name in names)
+    assert "Grüße" in "".join(out.pages())
 
 
 def _size(out: Exported) -> tuple[float, float]:

@@ -43,6 +43,7 @@ __all__ = [
     "FontFace",
     "FontSet",
     "default_fontset",
+    "set_default_fontset",
     "visual_order",
 ]
 
@@ -234,6 +235,19 @@ def default_fontset() -> FontSet:
             present = [p for p in DEFAULT_FONT_PATHS if p.exists()]
             _DEFAULT = FontSet.from_paths(present or list(DEFAULT_FONT_PATHS))
         return _DEFAULT
+
+
+def set_default_fontset(paths: Sequence[Path | str] | None) -> FontSet:
+    """Make the chain at ``paths`` the process default (None restores DEFAULT_FONT_PATHS).
+
+    For the server's ``font_paths`` setting: call once at start-up, before exports run; encoders
+    created afterwards draw with it. Raises like ``FontSet.from_paths``.
+    """
+    global _DEFAULT
+    fontset = FontSet.from_paths(paths) if paths is not None else None
+    with _DEFAULT_LOCK:
+        _DEFAULT = fontset
+    return fontset if fontset is not None else default_fontset()
 
 
 RTL_PATTERN = "[\\x{590}-\\x{8ff}\\x{fb1d}-\\x{fdff}\\x{fe70}-\\x{fefc}]"
