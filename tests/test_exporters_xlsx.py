@@ -225,6 +225,15 @@ def test_zoned_timestamps_show_wall_time_of_the_timezone(tmp_path: Path) -> None
         assert rows[1] == [dt.datetime(2024, 7, 1, 12, 0), dt.datetime(2024, 7, 1, 10, 0)]
 
 
+def test_unknown_timezone_is_invalid_argument(tmp_path: Path) -> None:
+    schema = pa.schema([("at", pa.timestamp("us", "UTC"))])
+    common = CommonOptions(timezone="Mars/Base")
+    with FileSink(tmp_path / "x") as sink, pytest.raises(InvalidArgument) as err:
+        ctx = EncoderContext(sink=sink, common=common, scratch_dir=tmp_path)
+        create_encoder("xlsx", schema, XlsxOptions(), ctx)
+    assert err.value.reason == "UNKNOWN_TIMEZONE"
+
+
 def test_times_durations_dates_out_of_range(tmp_path: Path) -> None:
     table = pa.table(
         {
@@ -343,10 +352,8 @@ def test_wide_table(tmp_path: Path) -> None:
 
 def test_too_many_columns(tmp_path: Path) -> None:
     schema = pa.schema([(f"c{i}", pa.int8()) for i in range(16_385)])
-    ctx = EncoderContext(
-        sink=FileSink(tmp_path / "x"), common=CommonOptions(), scratch_dir=tmp_path
-    )
-    with pytest.raises(InvalidArgument) as err:
+    with FileSink(tmp_path / "x") as sink, pytest.raises(InvalidArgument) as err:
+        ctx = EncoderContext(sink=sink, common=CommonOptions(), scratch_dir=tmp_path)
         create_encoder("xlsx", schema, XlsxOptions(), ctx)
     assert err.value.reason == "TOO_MANY_COLUMNS"
 

@@ -175,7 +175,7 @@ class _ZipStream:
     (a sink error) is raised by the next call; ``close`` returns once every byte is in the sink.
     """
 
-    _DEPTH = 3
+    _DEPTH = 2
 
     def __init__(self, sink: _ForwardSink, level: int) -> None:
         self._sink = sink
@@ -312,6 +312,21 @@ def _ticks(arr: pa.Array) -> pa.Array:
     return pc.cast(pc.cast(arr, pa.int64()), pa.float64(), safe=False)
 
 
+def _is_zoned(t: pa.DataType) -> bool:
+    t = _value_type(t)
+    return bool(pa.types.is_timestamp(t) and t.tz is not None)
+
+
+def _check_timezone(timezone: str) -> None:
+    probe = pa.array([0], pa.timestamp("s", "UTC"))
+    try:
+        pc.local_timestamp(probe.cast(pa.timestamp("s", timezone)))
+    except pa.ArrowInvalid as exc:
+        raise InvalidArgument(
+            f"unknown time zone {timezone!r}: {exc}", reason="UNKNOWN_TIMEZONE"
+        ) from exc
+
+
 def _any(mask: pa.Array) -> bool:
     return bool(pc.any(mask).as_py())
 
@@ -365,6 +380,8 @@ class XlsxEncoder:
         self._last_letter = parts.column_letters(len(schema) - 1) if len(schema) else "A"
         self._header_xml = self._render_header() if options.header and len(schema) else ""
         self._widths: list[float] | None = None
+        if any(_is_zoned(f.type) for f in schema):
+            _check_timezone(self._timezone)
 
         self._zip = _ZipStream(_ForwardSink(ctx.sink), options.compression_level)
         self._zip.writestr("[Content_Types].xml", parts.CONTENT_TYPES)
