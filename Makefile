@@ -9,7 +9,6 @@ PY := $(VENV)/bin/python
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 PY_SOURCES := $(shell find server client/python gen/python -name '*.py' -o -name '*.pyi' 2>/dev/null)
-DEBIAN_PACKAGES := poppler-utils fonts-dejavu-core fonts-droid-fallback
 
 .PHONY: install run test lint typecheck pytest gen contract sdk-test bench system-deps clean
 
@@ -27,6 +26,7 @@ system-deps:
 	command -v pdftotext >/dev/null || missing="$$missing poppler-utils"; \
 	test -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || missing="$$missing fonts-dejavu-core"; \
 	test -e /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf || missing="$$missing fonts-droid-fallback"; \
+	ls /usr/share/fonts/truetype/nanum/NanumGothic*.ttf >/dev/null 2>&1 || missing="$$missing fonts-nanum"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
