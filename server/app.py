@@ -14,6 +14,7 @@ import time
 from concurrent import futures
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 import grpc
 from exportd.v1 import artifact_service_pb2 as apb
@@ -24,12 +25,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from .artifacts import ArtifactStore
+from .auth import TokenInterceptor, TokenTable
 from .config import ServerConfig
 from .db import Database
 from .exports import Exports
 from .governor import Governor
 from .jobs import JobFailure, JobRegistry
-from .servicer import ArtifactServicer, ExportServicer
+from .servicer import ArtifactServicer, ExportServicer, TenantOf
 
 log = logging.getLogger("exportd.server")
 
@@ -79,6 +81,21 @@ class RunningServer:
         self.db.close()
 
 
+def _server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    """TLS credentials from the configured PEM files; None for plaintext."""
+    if config.tls_cert is None and config.tls_key is None:
+        if config.tls_client_ca is not None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS first)")
+        return None
+    if config.tls_cert is None or config.tls_key is None:
+        raise ValueError("TLS needs both tls_cert and tls_key")
+    pair = (config.tls_key.read_bytes(), config.tls_cert.read_bytes())
+    client_ca = config.tls_client_ca.read_bytes() if config.tls_client_ca is not None else None
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
 def create_server(config: ServerConfig) -> RunningServer:
     """Open the stores, start the gRPC server on config.host:config.port (0 picks a free port)."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -90,8 +107,13 @@ def create_server(config: ServerConfig) -> RunningServer:
         default_ttl=config.artifact_ttl,
         max_total_bytes=config.max_artifact_bytes,
         min_free_bytes=config.min_free_bytes,
+        max_tenant_bytes=config.max_tenant_bytes,
     )
-    governor = Governor(config.max_concurrent, config.max_queue)
+    governor = Governor(
+        config.max_concurrent,
+        config.max_queue,
+        max_running_per_tenant=config.max_running_per_tenant,
+    )
     exports = Exports(
         jobs=jobs,
         governor=governor,
@@ -124,23 +146,37 @@ def create_server(config: ServerConfig) -> RunningServer:
         # One port, one server: never share a port with a stale process.
         ("grpc.so_reuseport", 0),
     ]
+    interceptors: list[grpc.ServerInterceptor[Any, Any]] = []
+    tenant_of: TenantOf = TokenTable.tenant_of
+    if config.auth_tokens_file is not None:
+        interceptors.append(TokenInterceptor(TokenTable.load(config.auth_tokens_file)))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
         options=options,
+        interceptors=interceptors,
         maximum_concurrent_rpcs=workers,
     )
     epb_grpc.add_ExportServiceServicer_to_server(
-        ExportServicer(exports, jobs, default_ttl=config.artifact_ttl), server
+        ExportServicer(exports, jobs, default_ttl=config.artifact_ttl, tenant_of=tenant_of),
+        server,
     )
     apb_grpc.add_ArtifactServiceServicer_to_server(
-        ArtifactServicer(artifacts, chunk_size=min(config.chunk_size, 1 << 20)), server
+        ArtifactServicer(
+            artifacts, chunk_size=min(config.chunk_size, 1 << 20), tenant_of=tenant_of
+        ),
+        server,
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    address = f"{config.host}:{config.port}"
+    credentials = _server_credentials(config)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}")
     server.start()

@@ -59,3 +59,19 @@ class ServerConfig:
     """Seconds running exports get to finish on SIGTERM before they are cancelled."""
     max_message_bytes: int = 8 << 20
     """Largest gRPC message the server accepts (data pieces) or sends."""
+    auth_tokens_file: Path | None = None
+    """TOML or JSON file mapping sha256 hex of bearer tokens to tenants; None: auth off."""
+    max_running_per_tenant: int | None = None
+    """Exports one tenant may render at once (the rest wait in the queue). None: no cap."""
+    max_tenant_bytes: int | None = None
+    """Bytes of kept files one tenant may hold before new exports are refused. None: no cap."""
+    tls_cert: Path | None = None
+    """PEM certificate chain of the server; with ``tls_key`` it serves TLS only."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``."""
+    tls_client_ca: Path | None = None
+    """PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS)."""
+    metrics_port: int | None = None
+    """Port for Prometheus metrics over HTTP on ``host`` (0 picks one). None: no metrics."""
+    log_json: bool = False
+    """Log one JSON object per line (with job_id and tenant on job lines) instead of text."""

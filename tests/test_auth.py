@@ -1,0 +1,196 @@
+"""Bearer tokens, tenants and TLS against a real server on 127.0.0.1:0."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from exportd.client import (
+    ExportClient,
+    ExportdError,
+    NotFoundError,
+    ResourceExhaustedError,
+    StatusCode,
+)
+from exportd.server.app import RunningServer
+from exportd.server.jobs import JobState
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from support import ServerFactory, reference_table
+
+TOKENS = {"acme": "acme-secret-token", "globex": "globex-secret-token"}
+
+
+def sha(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tokens.toml"
+    lines = ["[tokens]"] + [f'"{sha(tok)}" = "{tenant}"' for tenant, tok in TOKENS.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def authed(make_server: ServerFactory, token_file: Path) -> RunningServer:
+    return make_server(auth_tokens_file=token_file)
+
+
+def held(table: pa.Table, release: threading.Event) -> object:
+    batches = table.to_batches(max_chunksize=100)
+    yield batches[0]
+    assert release.wait(30)
+    yield from batches[1:]
+
+
+def wait_for(predicate: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
+def test_missing_or_wrong_token_is_unauthenticated(authed: RunningServer, table: pa.Table) -> None:
+    with ExportClient(authed.target) as anonymous:
+        with pytest.raises(ExportdError) as missing:
+            anonymous.export(table, "csv")
+        assert missing.value.code is StatusCode.UNAUTHENTICATED
+        assert "bearer token" in missing.value.message and "EXPORTD_TOKEN" in missing.value.message
+        with pytest.raises(ExportdError) as listing:
+            list(anonymous.list_jobs())
+        assert listing.value.code is StatusCode.UNAUTHENTICATED
+    with ExportClient(authed.target, token="not-a-token") as wrong:
+        with pytest.raises(ExportdError) as bad:
+            wrong.get_job("job_whatever")
+        assert bad.value.code is StatusCode.UNAUTHENTICATED
+        assert "not valid" in bad.value.message
+        with pytest.raises(ExportdError) as bad_stream:
+            list(wrong.read("art_whatever"))
+        assert bad_stream.value.code is StatusCode.UNAUTHENTICATED
+    assert authed.jobs.running_jobs() == []
+    with ExportClient(authed.target, token=TOKENS["acme"]) as ok:
+        assert ok.export(table, "csv").rows == table.num_rows
+
+
+def test_health_and_reflection_stay_open(authed: RunningServer) -> None:
+    channel = grpc.insecure_channel(authed.target)
+    try:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        names = {s.name for r in responses for s in r.list_services_response.service}
+        assert "exportd.v1.ExportService" in names
+    finally:
+        channel.close()
+
+
+def test_tenants_see_only_their_own_jobs_and_files(
+    authed: RunningServer, table: pa.Table, tmp_path: Path
+) -> None:
+    with (
+        ExportClient(authed.target, token=TOKENS["acme"]) as acme,
+        ExportClient(authed.target, token=TOKENS["globex"]) as globex,
+    ):
+        kept = acme.export(table, "parquet", delivery="handle")
+        assert kept.handle
+        mine = globex.export(table.slice(0, 10), "csv")
+        # globex cannot see, watch, cancel or read acme's job or file: NOT_FOUND, as if unknown.
+        for call in (
+            lambda: globex.get_job(kept.job_id),
+            lambda: list(globex.watch(kept.job_id)),
+            lambda: globex.cancel(kept.job_id),
+            lambda: globex.get_artifact(kept.handle),
+            lambda: list(globex.read(kept.handle)),
+            lambda: globex.delete_artifact(kept.handle),
+        ):
+            with pytest.raises(NotFoundError):
+                call()
+        assert [j.job_id for j in globex.list_jobs()] == [mine.job_id]
+        assert [j.job_id for j in acme.list_jobs()] == [kept.job_id]
+        out = tmp_path / "acme.parquet"
+        acme.fetch(kept.handle, out)
+        assert pq.read_table(out).equals(table)  # the failed delete left acme's file intact
+    stored = authed.jobs.get(kept.job_id, "acme")
+    assert stored.tenant == "acme"
+
+
+def test_json_token_file(make_server: ServerFactory, tmp_path: Path, table: pa.Table) -> None:
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({"tokens": {sha("json-token"): "initech"}}))
+    server = make_server(auth_tokens_file=path)
+    with ExportClient(server.target, token="json-token") as c:
+        result = c.export(table, "csv")
+    assert server.jobs.get(result.job_id, "initech").tenant == "initech"
+
+
+def test_per_tenant_stored_bytes_cap(
+    make_server: ServerFactory, token_file: Path, table: pa.Table
+) -> None:
+    server = make_server(auth_tokens_file=token_file, max_tenant_bytes=1)
+    with (
+        ExportClient(server.target, token=TOKENS["acme"]) as acme,
+        ExportClient(server.target, token=TOKENS["globex"]) as globex,
+    ):
+        first = acme.export(table, "csv", delivery="handle")
+        assert first.size > 1
+        with pytest.raises(ResourceExhaustedError) as full:
+            acme.export(table, "csv", delivery="handle")
+        assert full.value.reason == "TENANT_QUOTA"
+        assert globex.export(table, "csv", delivery="handle").handle  # others unaffected
+        acme.delete_artifact(first.handle)
+        assert acme.export(table, "csv", delivery="handle").handle
+
+
+def test_per_tenant_running_cap(
+    make_server: ServerFactory, token_file: Path, table: pa.Table
+) -> None:
+    server = make_server(
+        auth_tokens_file=token_file, max_concurrent=4, max_queue=4, max_running_per_tenant=1
+    )
+    release = threading.Event()
+    ids: list[str] = []
+    with (
+        ExportClient(server.target, token=TOKENS["acme"]) as acme,
+        ExportClient(server.target, token=TOKENS["globex"]) as globex,
+    ):
+        try:
+            holder = threading.Thread(
+                target=lambda: acme.export(held(table, release), "csv", on_accepted=ids.append)  # type: ignore[arg-type]
+            )
+            holder.start()
+            wait_for(lambda: len(ids) == 1)
+            second = threading.Thread(
+                target=lambda: acme.export(table, "csv", on_accepted=ids.append)
+            )
+            second.start()
+            wait_for(lambda: len(ids) == 2)
+            # acme's second export waits for acme's first although three slots are free ...
+            assert server.governor.running == 1 and server.governor.queued == 1
+            # ... while globex is not held back by acme's cap.
+            assert globex.export(table, "csv").rows == table.num_rows
+            assert server.jobs.get(ids[1], "acme").state is JobState.QUEUED
+        finally:
+            release.set()
+        holder.join(30)
+        second.join(30)
+    acme_jobs, _ = server.jobs.list_page("acme", page_size=10, page_token="")
+    assert [j.state for j in acme_jobs] == [JobState.SUCCEEDED, JobState.SUCCEEDED]
+
+
+@pytest.fixture
+def table() -> pa.Table:
+    return reference_table(1_000)
