@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import threading
 import zipfile
 from collections.abc import Iterable
 from decimal import Decimal
@@ -25,6 +26,7 @@ class FileSink(io.RawIOBase):
 
     def __init__(self, path: Path) -> None:
         self._file = path.open("wb")
+        self.threads: set[int] = set()
 
     def writable(self) -> bool:
         return True
@@ -33,6 +35,7 @@ class FileSink(io.RawIOBase):
         return False
 
     def write(self, data: Any) -> int:
+        self.threads.add(threading.get_ident())
         view = memoryview(data).cast("B")
         # accept at most 1 MiB per call, so the encoder must cope with partial writes
         part = view[: 1 << 20]
@@ -60,6 +63,7 @@ def export(
         encoder.write(batch)
     encoder.finish()
     assert not sink.closed, "the encoder must not close the sink"
+    assert sink.threads == {threading.get_ident()}, "only the calling thread writes the sink"
     sink.close()
     return path, ctx
 

@@ -49,6 +49,7 @@ Cells carry no ``r`` reference: rows and cells are positional, and null cells ar
 
 from __future__ import annotations
 
+import collections
 import io
 import math
 import queue
@@ -129,41 +130,40 @@ def _numbered_sheet_name(base: str, number: int) -> str:
     return base[: 31 - len(suffix)].rstrip().rstrip("'") + suffix
 
 
-class _ForwardSink:
-    """The encoder's view of ``ctx.sink``: full writes, a byte count for ``tell``, and no
-    ``seek``, so zipfile always streams (local headers with data descriptors) and the caller's
-    sink may be a pipe. ``detach`` drops later writes, which is how an aborted file stops."""
+class _Outbox:
+    """zipfile's file object. The zip thread appends the bytes it produces here; the caller's
+    thread delivers them to ``ctx.sink`` (``_ZipStream.deliver``), so the sink is only ever
+    written by the thread that calls the encoder. No ``seek``: zipfile streams (local headers
+    with data descriptors) and the sink may be a pipe."""
 
-    def __init__(self, raw: io.RawIOBase) -> None:
-        self._raw: io.RawIOBase | None = raw
+    def __init__(self) -> None:
+        self._parts: collections.deque[memoryview] = collections.deque()
         self._pos = 0
 
     def write(self, data: bytes, /) -> int:
-        view = memoryview(data).cast("B")
-        n = len(view)
-        raw = self._raw
-        if raw is not None:
-            done = 0
-            while done < n:
-                wrote = raw.write(view[done:])
-                if wrote is None:
-                    raise BlockingIOError("the sink would block")
-                done += wrote
-        self._pos += n
-        return n
+        view = memoryview(data)
+        self._parts.append(view)
+        self._pos += view.nbytes
+        return view.nbytes
 
     def tell(self) -> int:
         return self._pos
 
     def flush(self) -> None:
-        if self._raw is not None:
-            self._raw.flush()
+        """Nothing to do: delivery to the sink happens on the caller's thread."""
 
     def close(self) -> None:
-        """Leave the caller's sink open: it is not the encoder's to close."""
+        """Nothing to do: the caller's sink is not the encoder's to close."""
 
-    def detach(self) -> None:
-        self._raw = None
+    def take(self) -> memoryview | None:
+        """The oldest bytes not yet delivered, or None."""
+        try:
+            return self._parts.popleft()
+        except IndexError:
+            return None
+
+    def clear(self) -> None:
+        self._parts.clear()
 
 
 class _ZipStream:
@@ -171,16 +171,18 @@ class _ZipStream:
 
     Rendering XML (pyarrow) and deflating it (zlib) both release the GIL, so handing the zip work
     to a thread lets batch N+1 render while batch N is compressed. The queue holds at most a few
-    chunks, so memory stays bounded and ``write`` applies back-pressure. A failure in the thread
-    (a sink error) is raised by the next call; ``close`` returns once every byte is in the sink.
+    chunks, so memory stays bounded and ``write`` applies back-pressure. Every call first hands
+    the compressed bytes made so far to the sink, on the caller's thread; a failure in the zip
+    thread is raised by the next call. ``close`` returns once every byte is in the sink.
     """
 
     _DEPTH = 2
 
-    def __init__(self, sink: _ForwardSink, level: int) -> None:
-        self._sink = sink
+    def __init__(self, sink: io.RawIOBase, level: int) -> None:
+        self._sink: io.RawIOBase | None = sink
+        self._outbox = _Outbox()
         self._zip = zipfile.ZipFile(
-            sink,
+            self._outbox,
             "w",
             compression=zipfile.ZIP_DEFLATED if level else zipfile.ZIP_STORED,
             compresslevel=level if level else None,
@@ -222,18 +224,17 @@ class _ZipStream:
     def close(self) -> None:
         """Write the zip directory, flush the sink and wait until all of it is written."""
 
-        def job() -> None:
-            self._zip.close()
-            self._sink.flush()
-
-        self._submit(job)
+        self._submit(self._zip.close)
         self._submit_stop()
         if self._error is not None:
             raise self._error
+        self.deliver()
+        if self._sink is not None:
+            self._sink.flush()
 
     def abort(self) -> None:
         """Stop writing: nothing more reaches the sink; the zip is closed to free its state."""
-        self._sink.detach()
+        self._sink = None
         self._stopped = True
 
         def job() -> None:
@@ -243,10 +244,24 @@ class _ZipStream:
 
         self._jobs.put(job)
         self._submit_stop()
+        self._outbox.clear()
+
+    def deliver(self) -> None:
+        """Write the compressed bytes made so far to the sink, in full."""
+        sink = self._sink
+        while sink is not None and (view := self._outbox.take()) is not None:
+            view = view.cast("B") if view.format != "B" else view
+            done, n = 0, view.nbytes
+            while done < n:
+                wrote = sink.write(view[done:])
+                if wrote is None:
+                    raise BlockingIOError("the sink would block")
+                done += wrote
 
     def _submit(self, job: Callable[[], None]) -> None:
         if self._error is not None:
             raise self._error
+        self.deliver()
         self._jobs.put(job)
 
     def _submit_stop(self) -> None:
@@ -383,7 +398,7 @@ class XlsxEncoder:
         if any(_is_zoned(f.type) for f in schema):
             _check_timezone(self._timezone)
 
-        self._zip = _ZipStream(_ForwardSink(ctx.sink), options.compression_level)
+        self._zip = _ZipStream(ctx.sink, options.compression_level)
         self._zip.writestr("[Content_Types].xml", parts.CONTENT_TYPES)
         self._zip.writestr("_rels/.rels", parts.ROOT_RELS)
         self._sheet_open = False
@@ -659,7 +674,7 @@ class XlsxEncoder:
         digits = pc.cast(arr, pa.string())
         if arr.type.precision <= 15:
             return self._wrap(col.num_open, digits, _NUM_CLOSE), digits
-        significant = pc.utf8_trim(pc.replace_substring_regex(digits, r"\D|E.*$", ""), "0")
+        significant = pc.utf8_trim(pc.replace_substring_regex(digits, r"E.*$|\D", ""), "0")
         wide = pc.greater(pc.utf8_length(significant), 15)
         if not _any(wide):
             return self._wrap(col.num_open, digits, _NUM_CLOSE), digits
