@@ -128,6 +128,8 @@ class ExportServicer(epb_grpc.ExportServiceServicer):
             abort(context, exc)
         for snapshot in self._jobs.watch(job, is_active=context.is_active):
             if snapshot.result is not None:
+                # The last progress (state SUCCEEDED, fraction 1), as on the Export stream.
+                yield epb.WatchJobResponse(progress=m.progress_to_proto(snapshot.progress))
                 yield epb.WatchJobResponse(
                     completed=m.completed_to_proto(job.job_id, snapshot.result)
                 )
