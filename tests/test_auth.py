@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -194,3 +195,72 @@ def test_per_tenant_running_cap(
 @pytest.fixture
 def table() -> pa.Table:
     return reference_table(1_000)
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and localhost, and a client certificate."""
+    d = tmp_path_factory.mktemp("pki")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+            "/CN=exportd test CA", "-keyout", "ca.key", "-out", "ca.pem", cwd=d)  # fmt: skip
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name, ext in (("server", ["-extfile", "san.ext"]), ("client", [])):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+                "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)  # fmt: skip
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "2", "-out", f"{name}.pem", *ext, cwd=d)  # fmt: skip
+    # A second CA that signed nothing the server trusts.
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+            "/CN=stranger", "-keyout", "stranger.key", "-out", "stranger.pem", cwd=d)  # fmt: skip
+    return d
+
+
+def test_tls_serves_only_tls(make_server: ServerFactory, pki: Path, table: pa.Table) -> None:
+    server = make_server(tls_cert=pki / "server.pem", tls_key=pki / "server.key")
+    ca = (pki / "ca.pem").read_bytes()
+    with ExportClient(server.target, root_certificates=ca) as c:
+        result = c.export(table, "parquet")
+        assert pq.read_table(pa.BufferReader(result.data)).equals(table)
+    with ExportClient(server.target) as plain, pytest.raises(ExportdError) as refused:
+        plain.export(table, "csv", timeout=5)
+    assert refused.value.code is StatusCode.UNAVAILABLE
+    stranger = (pki / "stranger.pem").read_bytes()
+    with (
+        ExportClient(server.target, root_certificates=stranger) as c,
+        pytest.raises(ExportdError) as untrusted,
+    ):
+        c.export(table, "csv", timeout=5)
+    assert untrusted.value.code is StatusCode.UNAVAILABLE
+
+
+def test_mutual_tls_needs_a_client_certificate(
+    make_server: ServerFactory, pki: Path, token_file: Path, table: pa.Table
+) -> None:
+    server = make_server(
+        tls_cert=pki / "server.pem",
+        tls_key=pki / "server.key",
+        tls_client_ca=pki / "ca.pem",
+        auth_tokens_file=token_file,
+    )
+    ca = (pki / "ca.pem").read_bytes()
+    key, chain = (pki / "client.key").read_bytes(), (pki / "client.pem").read_bytes()
+    with ExportClient(
+        server.target,
+        token=TOKENS["acme"],
+        root_certificates=ca,
+        private_key=key,
+        certificate_chain=chain,
+    ) as c:
+        result = c.export(table, "csv")
+        assert result.rows == table.num_rows
+        assert server.jobs.get(result.job_id, "acme").tenant == "acme"
+    with (
+        ExportClient(server.target, token=TOKENS["acme"], root_certificates=ca) as no_cert,
+        pytest.raises(ExportdError) as refused,
+    ):
+        no_cert.export(table, "csv", timeout=5)
+    assert refused.value.code is StatusCode.UNAVAILABLE
