@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import io
 import threading
 import zipfile
@@ -533,3 +534,14 @@ def test_sink_failure_is_raised_and_abort_is_clean(tmp_path: Path) -> None:
     written = sink.written
     encoder.abort()
     assert sink.written == written
+
+
+def test_dropped_encoder_leaves_no_thread(tmp_path: Path) -> None:
+    table = pa.table({"id": [1, 2, 3]})
+    sink = io.BytesIO()
+    ctx = EncoderContext(sink=sink, common=CommonOptions(), scratch_dir=tmp_path)  # type: ignore[arg-type]
+    encoder = create_encoder("xlsx", table.schema, XlsxOptions(), ctx)
+    encoder.write(table.to_batches()[0])
+    del encoder
+    gc.collect()
+    assert not [t for t in threading.enumerate() if t.name == "xlsx-zip"]

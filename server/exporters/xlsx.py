@@ -55,6 +55,7 @@ import math
 import queue
 import re
 import threading
+import weakref
 import zipfile
 from collections.abc import Callable
 from typing import Any
@@ -399,6 +400,8 @@ class XlsxEncoder:
             _check_timezone(self._timezone)
 
         self._zip = _ZipStream(ctx.sink, options.compression_level)
+        # an encoder dropped without finish or abort must not leave its zip thread waiting
+        self._release = weakref.finalize(self, self._zip.abort)
         self._zip.writestr("[Content_Types].xml", parts.CONTENT_TYPES)
         self._zip.writestr("_rels/.rels", parts.ROOT_RELS)
         self._sheet_open = False
@@ -443,6 +446,7 @@ class XlsxEncoder:
         self._zip.writestr("xl/_rels/workbook.xml.rels", parts.workbook_rels(len(self._sheets)))
         self._zip.writestr("xl/styles.xml", self._styles.xml())
         self._closed = True
+        self._release.detach()
         self._zip.close()
 
     def abort(self) -> None:
@@ -450,7 +454,7 @@ class XlsxEncoder:
         if self._closed:
             return
         self._closed = True
-        self._zip.abort()
+        self._release()
 
     # --- sheets -------------------------------------------------------------------------------
 
