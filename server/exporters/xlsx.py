@@ -2,9 +2,10 @@
 
 Each record batch becomes worksheet XML without a Python object per cell: for every column,
 ``pyarrow.compute`` turns the whole column into cell markup, the columns are joined element-wise
-into ``<row>`` elements, and the resulting string buffer goes in one write into the deflate stream
-of the sheet's zip entry. The zip is written forward-only (data descriptors), so the sink need not
-seek and the table is never held in memory.
+into ``<row>`` elements, and the resulting string buffer goes in one write to a zip thread that
+deflates it while the next batch renders. The zip is written forward-only (data descriptors), so
+the sink need not seek, and it is written only on the caller's thread. At most a few chunks of
+about 16 MiB of XML are in flight, whatever the table's size.
 
 What a cell holds, per Arrow type (a reader may rely on this):
 
@@ -356,8 +357,9 @@ class XlsxEncoder:
 
     ``max_rows_per_sheet`` is the data rows a sheet holds under its header (Excel's limit by
     default) and ``max_sheet_bytes`` the XML a sheet part may reach before the rows continue on
-    a new sheet; lower them only to exercise sheet overflow. Rows and warnings are final once
-    ``finish`` returns; after ``abort`` nothing more is written to the sink.
+    a new sheet; lower them only to exercise sheet overflow. ``compression_level`` 1-9 is the
+    deflate level, 0 stores the parts uncompressed. Rows and warnings are final once ``finish``
+    returns; after ``abort`` nothing more is written to the sink.
     """
 
     def __init__(
@@ -778,7 +780,8 @@ class XlsxEncoder:
 
     @staticmethod
     def _escape(text: pa.Array) -> pa.Array:
-        """Escape markup characters, and carriage returns (XML parsers turn them into newlines)."""
+        """Escape markup characters, and carriage returns (XML parsers turn them into newlines).
+        Quotes need no escaping in element text."""
         text = pc.replace_substring(text, "&", "&amp;")
         text = pc.replace_substring(text, "<", "&lt;")
         text = pc.replace_substring(text, ">", "&gt;")
