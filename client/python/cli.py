@@ -184,33 +184,101 @@ def _jobs(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     # The server is imported only here: the SDK and the other commands never load it.
     from exportd.server.app import serve
-    from exportd.server.config import ServerConfig
+    from exportd.server.config import ConfigError, load_config
 
-    config = ServerConfig(
-        host=args.host,
-        port=args.port,
-        data_dir=Path(args.data_dir),
-        max_queue=args.max_queue,
-        artifact_ttl=args.artifact_ttl,
-        grace_period=args.grace_period,
-        **({"max_concurrent": args.max_concurrent} if args.max_concurrent else {}),
-    )
+    flags = {
+        key: getattr(args, "serve_" + key.replace(".", "_"))
+        for key in _SERVE_KEYS
+        if hasattr(args, "serve_" + key.replace(".", "_"))
+    }
+    try:
+        config = load_config(flags, os.environ, Path(args.config) if args.config else None)
+    except ConfigError as exc:
+        print(f"exportd: error: {exc}", file=sys.stderr)
+        return 2
     return serve(config)
+
+
+# Settings of ``exportd serve`` (exportd.server.config documents each and the precedence:
+# flags > EXPORTD_* environment variables > --config TOML file > defaults).
+_SERVE_KEYS = (
+    "host",
+    "port",
+    "data_dir",
+    "max_concurrent",
+    "max_queue",
+    "artifact_ttl",
+    "max_artifact_bytes",
+    "min_free_bytes",
+    "sweep_interval",
+    "chunk_size",
+    "progress_interval",
+    "grace_period",
+    "max_message_bytes",
+    "auth_tokens_file",
+    "max_running_per_tenant",
+    "max_tenant_bytes",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "metrics_port",
+    "log_json",
+    "limits.max_bytes_received",
+    "limits.max_rows",
+    "limits.max_columns",
+    "limits.max_batch_bytes",
+    "limits.data_timeout",
+)
+_SERVE_HELP = {
+    "port": "0 picks a free port (printed)",
+    "data_dir": "artifacts and the job database (default ./exportd-data)",
+    "max_concurrent": "exports rendering at once (default: CPU count)",
+    "grace_period": "seconds running exports get on SIGTERM (default 30)",
+    "auth_tokens_file": "TOML/JSON: sha256 hex of each token -> tenant; turns auth on",
+    "tls_cert": "PEM certificate chain; with --tls-key serves TLS",
+    "tls_client_ca": "PEM CA; clients must present a certificate it signed",
+    "metrics_port": "serve Prometheus metrics over HTTP on this port",
+    "log_json": "true: one JSON object per log line",
+}
+
+
+def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--config", help="TOML file of settings (default $EXPORTD_CONFIG); flags and env win"
+    )
+    for key in _SERVE_KEYS:
+        flag = "--" + key.replace(".", "-").replace("_", "-")
+        dest = "serve_" + key.replace(".", "_")
+        extra: dict[str, object] = {}
+        if key == "log_json":
+            # A bare --log-json means true; --log-json=false is accepted too.
+            extra = {"nargs": "?", "const": "true"}
+        serve.add_argument(
+            flag,
+            dest=dest,
+            default=argparse.SUPPRESS,
+            metavar="VALUE",
+            help=_SERVE_HELP.get(key, f"see exportd.server.config ({_env_name(key)})"),
+            **extra,  # type: ignore[arg-type]
+        )
+    serve.set_defaults(run=_serve)
+
+
+def _env_name(key: str) -> str:
+    return "EXPORTD_" + key.replace(".", "_").upper()
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exportd", description="Turn Arrow tables into files.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the server")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=50051, help="0 picks a free port (printed)")
-    serve.add_argument("--data-dir", default="./exportd-data")
-    serve.add_argument("--max-concurrent", type=int, default=0, help="default: CPU count")
-    serve.add_argument("--max-queue", type=int, default=32)
-    serve.add_argument("--artifact-ttl", type=float, default=24 * 3600.0, help="seconds")
-    serve.add_argument("--grace-period", type=float, default=30.0, help="seconds, on SIGTERM")
-    serve.set_defaults(run=_serve)
+    serve = sub.add_parser(
+        "serve",
+        help="run the server",
+        description="Run the server. Every setting also reads EXPORTD_<NAME> and the --config "
+        "file; precedence: flags > environment > file > defaults.",
+    )
+    _add_serve_arguments(serve)
 
     export = sub.add_parser("export", help="export a file through the server")
     export.add_argument(
