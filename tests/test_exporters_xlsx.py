@@ -313,9 +313,15 @@ def test_workbook_features(tmp_path: Path) -> None:
 
 
 def test_options_turn_features_off(tmp_path: Path) -> None:
-    table = pa.table({"id": [1, 2]})
+    day = dt.date(2024, 5, 6)
+    table = pa.table({"id": [1, 2], "day": pa.array([day, day], pa.date32())})
     options = XlsxOptions(
-        header=False, bold_header=False, freeze_header=False, autofilter=False, sheet_name=""
+        header=False,
+        bold_header=False,
+        freeze_header=False,
+        autofilter=False,
+        sheet_name="",
+        date_format="",
     )
     path, _ = export_table(tmp_path, table, options=options)
     wb = openpyxl.load_workbook(path)
@@ -323,7 +329,9 @@ def test_options_turn_features_off(tmp_path: Path) -> None:
     ws = wb.active
     assert ws.freeze_panes is None
     assert ws.auto_filter.ref is None
-    assert openpyxl_rows(path) == [[1], [2]]
+    assert ws["B1"].number_format == "yyyy-mm-dd"  # an empty format falls back to the default
+    midnight = dt.datetime.combine(day, dt.time())
+    assert openpyxl_rows(path) == [[1, midnight], [2, midnight]]
 
 
 def test_sanitize_sheet_name() -> None:

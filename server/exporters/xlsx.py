@@ -466,9 +466,9 @@ class XlsxEncoder:
             return custom
         t = _value_type(field.type)
         if pa.types.is_date(t):
-            return self._options.date_format
+            return self._options.date_format or XlsxOptions.date_format
         if pa.types.is_timestamp(t):
-            return self._options.datetime_format
+            return self._options.datetime_format or XlsxOptions.datetime_format
         if pa.types.is_time(t):
             return _TIME_FORMAT
         if pa.types.is_duration(t):
