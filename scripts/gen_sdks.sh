@@ -5,6 +5,7 @@
 #
 #   scripts/gen_sdks.sh            regenerate in place
 #   scripts/gen_sdks.sh OUT_DIR    generate under OUT_DIR (same relative layout) instead
+#   scripts/gen_sdks.sh --tools-only   only install the pinned buf and plugins
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -37,7 +38,9 @@ if [[ ! -x client/typescript/node_modules/.bin/protoc-gen-es ]]; then
   (cd client/typescript && npm ci --no-audit --no-fund >/dev/null)
 fi
 
-if [[ $# -ge 1 ]]; then
+if [[ "${1:-}" == "--tools-only" ]]; then
+  exit 0
+elif [[ $# -ge 1 ]]; then
   "$buf" generate --template buf.gen.yaml -o "$1"
 else
   "$buf" generate --template buf.gen.yaml
