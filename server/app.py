@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass, field
+from functools import partial
 from types import FrameType
 from typing import Any
 
@@ -31,6 +31,8 @@ from .db import Database
 from .exports import Exports
 from .governor import Governor
 from .jobs import JobFailure, JobRegistry
+from .logs import configure_logging
+from .metrics import ExportMetrics, MeteredExports, MetricsEndpoint, serve_metrics
 from .servicer import ArtifactServicer, ExportServicer, TenantOf
 
 log = logging.getLogger("exportd.server")
@@ -54,6 +56,8 @@ class RunningServer:
     artifacts: ArtifactStore
     exports: Exports
     health: health.HealthServicer
+    metrics: MetricsEndpoint | None = None
+    """The Prometheus endpoint when ``config.metrics_port`` is set."""
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -79,6 +83,8 @@ class RunningServer:
             self.jobs.fail(job, JobFailure("CANCELLED", "the server shut down", "SHUTDOWN"))
         self.artifacts.stop()
         self.db.close()
+        if self.metrics is not None:
+            self.metrics.stop()
 
 
 def _server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
@@ -114,7 +120,8 @@ def create_server(config: ServerConfig) -> RunningServer:
         config.max_queue,
         max_running_per_tenant=config.max_running_per_tenant,
     )
-    exports = Exports(
+    metrics = ExportMetrics(governor, artifacts) if config.metrics_port is not None else None
+    exports = (Exports if metrics is None else partial(MeteredExports, metrics=metrics))(
         jobs=jobs,
         governor=governor,
         artifacts=artifacts,
@@ -183,6 +190,9 @@ def create_server(config: ServerConfig) -> RunningServer:
     for name in (*SERVICE_NAMES, ""):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     artifacts.start_sweeper(config.sweep_interval)
+    endpoint = None
+    if metrics is not None and config.metrics_port is not None:
+        endpoint = serve_metrics(metrics, config.host, config.metrics_port)
     return RunningServer(
         server=server,
         port=port,
@@ -193,14 +203,17 @@ def create_server(config: ServerConfig) -> RunningServer:
         artifacts=artifacts,
         exports=exports,
         health=health_servicer,
+        metrics=endpoint,
     )
 
 
 def serve(config: ServerConfig) -> int:
     """Serve until SIGTERM or SIGINT, then shut down gracefully; returns the exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(json_lines=config.log_json)
     running = create_server(config)
     print(f"exportd listening on {config.host}:{running.port}", flush=True)
+    if running.metrics is not None:
+        print(f"exportd metrics on http://{config.host}:{running.metrics.port}/metrics", flush=True)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -212,5 +225,5 @@ def serve(config: ServerConfig) -> int:
     while not stop.wait(0.5):
         pass
     running.stop()
-    print("exportd stopped", file=sys.stderr, flush=True)
+    log.info("exportd stopped")
     return 0

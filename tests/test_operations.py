@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +21,17 @@ import pyarrow as pa
 import pytest
 from exportd.client import ExportClient, ExportdError, ResourceExhaustedError, StatusCode
 from exportd.client.cli import build_parser
-from exportd.server.config import ConfigError, ServerConfig, config_keys, load_config
+from exportd.server.app import RunningServer
+from exportd.server.config import (
+    ConfigError,
+    ExportLimits,
+    ServerConfig,
+    config_keys,
+    load_config,
+)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from support import reference_table
+from prometheus_client.parser import text_string_to_metric_families
+from support import ServerFactory, reference_table
 
 EXPORTD = str(Path(sys.executable).parent / "exportd")
 
@@ -217,3 +227,102 @@ def test_sigterm_drains_then_cancels_and_exits_0(tmp_path: Path) -> None:
         again.close()
     with contextlib.suppress(FileNotFoundError):
         assert not os.listdir(data / "artifacts" / "tmp")
+
+
+# -- metrics and logs ----------------------------------------------------------------------------
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Samples of ``/metrics`` parsed by prometheus_client's own text parser."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_count_exports_bytes_queue_and_artifacts(make_server: ServerFactory) -> None:
+    server = make_server(
+        metrics_port=0, max_concurrent=1, max_queue=4, limits=ExportLimits(max_rows=1_500)
+    )
+    assert server.metrics is not None
+    table = reference_table(1_000)
+    release = threading.Event()
+    ids: list[str] = []
+    with ExportClient(server.target) as c:
+        csv_result = c.export(table, "csv")
+        kept = c.export(table, "parquet", delivery="handle")
+        with pytest.raises(ResourceExhaustedError):
+            c.export(reference_table(2_000), "csv")  # over the row limit
+        holder = threading.Thread(
+            target=lambda: c.export(held(table, release), "jsonl", on_accepted=ids.append)
+        )
+        holder.start()
+        waiting = threading.Thread(target=lambda: c.export(table, "tsv", on_accepted=ids.append))
+        waiting.start()
+        try:
+            wait_for(lambda: len(ids) == 2)
+            live = scrape(server.metrics.port)
+            assert live[("exportd_running_exports", ())] == 1
+            assert live[("exportd_queue_depth", ())] == 1
+        finally:
+            release.set()
+            holder.join(30)
+            waiting.join(30)
+    m = scrape(server.metrics.port)
+    assert m[("exportd_exports_total", (("format", "csv"), ("outcome", "succeeded")))] == 1
+    assert m[("exportd_exports_total", (("format", "parquet"), ("outcome", "succeeded")))] == 1
+    assert m[("exportd_exports_total", (("format", "csv"), ("outcome", "resource_exhausted")))] == 1
+    assert m[("exportd_exports_total", (("format", "jsonl"), ("outcome", "succeeded")))] == 1
+    assert m[("exportd_exports_total", (("format", "tsv"), ("outcome", "succeeded")))] == 1
+    assert m[("exportd_export_size_bytes_sum", (("format", "csv"),))] == csv_result.size
+    assert m[("exportd_export_size_bytes_count", (("format", "parquet"),))] == 1
+    assert m[("exportd_export_duration_seconds_count", (("format", "csv"),))] == 2
+    assert m[("exportd_artifacts_stored", ())] == 1
+    assert m[("exportd_artifact_bytes", ())] == kept.size
+    assert m[("exportd_running_exports", ())] == 0 and m[("exportd_queue_depth", ())] == 0
+    jobs = [server.jobs.get(j, "") for j in (csv_result.job_id, kept.job_id, *ids)]
+    assert m[("exportd_bytes_received_total", ())] >= sum(j.progress.bytes_received for j in jobs)
+    assert m[("exportd_bytes_written_total", ())] >= sum(
+        j.result.size for j in jobs if j.result is not None
+    )
+    assert all(j.result is not None for j in jobs)
+
+
+def test_no_metrics_port_by_default(server: RunningServer) -> None:
+    assert server.metrics is None and server.config.metrics_port is None
+
+
+def test_json_logs_and_metrics_from_a_serve_process(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"tokens": {hashlib.sha256(b"tok").hexdigest(): "acme"}}))
+    stderr = tmp_path / "stderr.txt"
+    proc = ServeProcess(
+        tmp_path / "data",
+        "--log-json",
+        "--metrics-port",
+        "0",
+        env={"EXPORTD_AUTH_TOKENS_FILE": str(tokens)},
+        stderr=stderr,
+    )
+    try:
+        assert proc.proc.stdout is not None
+        metrics_line = proc.proc.stdout.readline()
+        port = int(metrics_line.rsplit(":", 1)[1].split("/")[0])
+        with ExportClient(proc.target, token="tok") as c:
+            done = c.export(reference_table(100), "csv")
+            with pytest.raises(ExportdError):
+                c.export(reference_table(100), "csv", options={"delimiter": "ab"})
+        samples = scrape(port)
+        assert samples[("exportd_exports_total", (("format", "csv"), ("outcome", "succeeded")))]
+        proc.proc.send_signal(signal.SIGTERM)
+        assert proc.proc.wait(30) == 0
+    finally:
+        proc.close()
+    lines = [json.loads(line) for line in stderr.read_text().splitlines() if line.strip()]
+    assert lines and all({"time", "level", "logger", "message"} <= set(r) for r in lines)
+    about_job = [r for r in lines if r.get("job_id") == done.job_id]
+    assert len(about_job) >= 2  # created and succeeded
+    assert all(r["tenant"] == "acme" for r in lines if "job_id" in r)
