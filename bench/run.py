@@ -1,0 +1,720 @@
+"""exportd's benchmark: every measure of issue 4 against its local baseline, in one run.
+
+    .venv/bin/python bench/run.py            # full sizes (about 6-10 minutes on 2 cores)
+    .venv/bin/python bench/run.py --quick    # reduced sizes, a smoke run of every row
+
+The exportd server runs as its own process (``exportd serve --port 0``), so client and server do
+not share one interpreter lock and the server's peak RSS (VmHWM) is its own. Every file either
+side writes is read back by an independent reader before its figure counts. Prints the table of
+ratios and the machine, and writes the same to bench/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.flight as fl
+from exportd.client import ExportClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from refdata import reference_batches, reference_table
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+DEJAVU = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    csv_rows: int
+    xlsx_rows: int
+    pdf_small: int
+    pdf_large: int
+    transfer_rows: int
+    rss_csv: tuple[int, int]
+    rss_xlsx: tuple[int, int]
+    pair_xlsx: int
+    latency_calls: int
+    repeats: int
+
+
+FULL = Sizes(
+    csv_rows=3_000_000,
+    xlsx_rows=500_000,
+    pdf_small=20_000,
+    pdf_large=200_000,
+    transfer_rows=3_000_000,
+    rss_csv=(500_000, 5_000_000),
+    rss_xlsx=(100_000, 1_000_000),
+    pair_xlsx=500_000,
+    latency_calls=300,
+    repeats=3,
+)
+QUICK = Sizes(
+    csv_rows=300_000,
+    xlsx_rows=20_000,
+    pdf_small=1_000,
+    pdf_large=10_000,
+    transfer_rows=300_000,
+    rss_csv=(50_000, 500_000),
+    rss_xlsx=(10_000, 100_000),
+    pair_xlsx=50_000,
+    latency_calls=50,
+    repeats=1,
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    measure: str
+    exportd: str
+    baseline: str
+    ratio: float
+    target: str
+
+    @property
+    def passed(self) -> bool:
+        op, value = self.target.split()
+        return self.ratio <= float(value) if op == "≤" else self.ratio >= float(value)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    runs = [timed(fn) for _ in range(repeats)]
+    return statistics.median(t for t, _ in runs), runs[-1][1]
+
+
+# -- processes -------------------------------------------------------------------------------
+
+
+class ServerProcess:
+    """``exportd serve --port 0`` in its own process and data directory."""
+
+    def __init__(self, workdir: Path, name: str) -> None:
+        self.data_dir = workdir / name
+        self.data_dir.mkdir(parents=True)
+        self._out = open(workdir / f"{name}.log", "w+")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [str(BIN / "exportd"), "serve", "--port", "0", "--data-dir", str(self.data_dir)],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+        self.target = _wait_for(self.proc, workdir / f"{name}.log", r"exportd listening on (\S+)")
+
+    def peak_rss(self) -> int:
+        """The server's peak resident set so far (VmHWM), in bytes."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        match = re.search(r"VmHWM:\s+(\d+) kB", status)
+        assert match, status
+        return int(match.group(1)) * 1024
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._out.close()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def _wait_for(proc: subprocess.Popen[Any], logfile: Path, pattern: str) -> str:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        match = re.search(pattern, logfile.read_text())
+        if match:
+            return match.group(1)
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited: {logfile.read_text()}")
+        time.sleep(0.05)
+    raise RuntimeError(f"{proc.args!r} did not start: {logfile.read_text()}")
+
+
+class FlightProcess:
+    """bench/flight_server.py in its own process."""
+
+    def __init__(self, workdir: Path) -> None:
+        logfile = workdir / "flight.log"
+        self._out = open(logfile, "w+")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "flight_server.py")],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+        port = _wait_for(self.proc, logfile, r"flight listening on (\d+)")
+        self.client = fl.connect(f"grpc://127.0.0.1:{port}")
+
+    def stop(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        self.proc.wait(20)
+        self._out.close()
+
+
+# -- independent readers -----------------------------------------------------------------------
+
+
+def check_csv(path: Path, table: pa.Table) -> None:
+    """Row count and two whole columns equal, read back by pyarrow.csv."""
+    back = pcsv.read_csv(path)
+    assert back.num_rows == table.num_rows, (path, back.num_rows, table.num_rows)
+    for name in ("order_id", "qty"):
+        assert back.column(name).cast(table.schema.field(name).type).equals(table.column(name)), (
+            path,
+            name,
+        )
+
+
+def check_xlsx(path: Path, rows: int) -> None:
+    """Every sheet read by python-calamine: header, row count, first and last order_id."""
+    from python_calamine import CalamineWorkbook
+
+    workbook = CalamineWorkbook.from_path(str(path))
+    ids: list[object] = []
+    for name in workbook.sheet_names:
+        values = workbook.get_sheet_by_name(name).to_python()
+        assert values[0][0] == "order_id", (path, name, values[0])
+        ids.extend(r[0] for r in (values[1:2] + values[-1:]))
+        rows -= len(values) - 1
+    assert rows == 0, (path, "row count off by", rows)
+    assert float(ids[0]) == 1.0, (path, ids[0])  # type: ignore[arg-type]
+    assert float(ids[-1]) > 1.0, (path, ids[-1])  # type: ignore[arg-type]
+
+
+def check_xlsx_ids(path: Path, rows: int) -> None:
+    check_xlsx(path, rows)
+    from python_calamine import CalamineWorkbook
+
+    workbook = CalamineWorkbook.from_path(str(path))
+    last = workbook.get_sheet_by_name(workbook.sheet_names[-1]).to_python()[-1][0]
+    assert float(last) == float(rows), (path, last, rows)  # type: ignore[arg-type]
+
+
+def check_pdf(path: Path, rows: int) -> None:
+    """pdftotext finds the first and last order_id, and every id in between, as words."""
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(path), "-"], check=True, capture_output=True, text=True
+    ).stdout
+    words = set(text.replace(",", "").split())
+    assert "1" in words and str(rows) in words, (path, rows)
+    missing = [i for i in range(1, rows + 1) if str(i) not in words]
+    assert not missing, (path, f"{len(missing)} ids missing, first {missing[:5]}")
+
+
+def check_arrow(path: Path, table: pa.Table) -> None:
+    """An Arrow IPC file equal to the table, read by pyarrow."""
+    with pa.memory_map(str(path)) as source:
+        back = pa.ipc.open_file(source).read_all()
+    assert back.num_rows == table.num_rows
+    assert back.column("order_id").equals(table.column("order_id"))
+    assert back.column("note").equals(table.column("note"))
+
+
+# -- local baselines ---------------------------------------------------------------------------
+
+
+def openpyxl_write(table: pa.Table, path: Path) -> None:
+    """What a user would run: openpyxl write-only, rows appended from the Arrow table."""
+    from openpyxl import Workbook
+
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet("Export")
+    sheet.append(table.column_names)
+    for batch in table.to_batches():
+        columns = [c.to_pylist() for c in batch.columns]
+        for row in zip(*columns, strict=True):
+            sheet.append(row)
+    workbook.save(str(path))
+
+
+def reportlab_longtable(table: pa.Table, path: Path) -> None:
+    """What a user would run: reportlab platypus LongTable, header repeated, zebra rows, a
+    Unicode TrueType font (the reference table has Cyrillic text)."""
+    from reportlab.lib import colors
+    from reportlab.lib.pagesizes import A4, landscape
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
+    from reportlab.platypus import LongTable, SimpleDocTemplate, TableStyle
+
+    if "DejaVuSans" not in pdfmetrics.getRegisteredFontNames():
+        pdfmetrics.registerFont(TTFont("DejaVuSans", DEJAVU))
+    data: list[list[str]] = [table.column_names]
+    for batch in table.to_batches():
+        columns = [c.to_pylist() for c in batch.columns]
+        data.extend([str(v) for v in row] for row in zip(*columns, strict=True))
+    grid = LongTable(data, repeatRows=1)
+    grid.setStyle(
+        TableStyle(
+            [
+                ("FONT", (0, 0), (-1, -1), "DejaVuSans", 8),
+                ("BACKGROUND", (0, 0), (-1, 0), colors.lightgrey),
+                ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.whitesmoke]),
+                ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
+            ]
+        )
+    )
+    SimpleDocTemplate(str(path), pagesize=landscape(A4)).build([grid])
+
+
+# -- the measures ------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, sizes: Sizes, workdir: Path) -> None:
+        self.sizes = sizes
+        self.work = workdir
+        self.rows: list[Row] = []
+        self.notes: list[str] = []
+
+    def out(self, name: str) -> Path:
+        return self.work / name
+
+    def add(self, measure: str, exportd: str, baseline: str, ratio: float, target: str) -> None:
+        row = Row(measure, exportd, baseline, ratio, target)
+        self.rows.append(row)
+        log(
+            f"{measure}: {exportd} vs {baseline} -> {ratio:.3g} ({target}) "
+            f"{'PASS' if row.passed else 'FAIL'}"
+        )
+
+    def export_to_file(
+        self, client: ExportClient, data: Any, fmt: str, path: Path, rows: int | None = None
+    ) -> float:
+        path.unlink(missing_ok=True)
+        seconds, result = timed(lambda: client.export(data, fmt, output=path, expected_rows=rows))
+        assert result.size == path.stat().st_size
+        return seconds
+
+    def csv(self, client: ExportClient) -> None:
+        n = self.sizes.csv_rows
+        table = reference_table(n)
+        local = self.out("local.csv")
+        remote = self.out("exportd.csv")
+        t_local, _ = median_time(lambda: pcsv.write_csv(table, local), self.sizes.repeats)
+        check_csv(local, table)
+        t_exportd, _ = median_time(
+            lambda: self.export_to_file(client, table, "csv", remote), self.sizes.repeats
+        )
+        check_csv(remote, table)
+        self.add(
+            f"CSV, {n:,} rows: exportd time / local pyarrow.csv.write_csv time",
+            f"{t_exportd:.2f} s ({n / t_exportd / 1e6:.2f} M rows/s)",
+            f"{t_local:.2f} s ({n / t_local / 1e6:.2f} M rows/s)",
+            t_exportd / t_local,
+            "≤ 2.5",
+        )
+        for p in (local, remote):
+            p.unlink()
+
+    def xlsx(self, client: ExportClient) -> None:
+        n = self.sizes.xlsx_rows
+        table = reference_table(n)
+        local = self.out("local.xlsx")
+        remote = self.out("exportd.xlsx")
+        t_local, _ = timed(lambda: openpyxl_write(table, local))
+        check_xlsx_ids(local, n)
+        t_exportd, _ = median_time(
+            lambda: self.export_to_file(client, table, "xlsx", remote), self.sizes.repeats
+        )
+        check_xlsx_ids(remote, n)
+        self.add(
+            f"XLSX, {n:,} rows: local openpyxl write-only time / exportd time",
+            f"{t_exportd:.2f} s ({n / t_exportd / 1e3:.0f} k rows/s)",
+            f"{t_local:.2f} s ({n / t_local / 1e3:.0f} k rows/s)",
+            t_local / t_exportd,
+            "≥ 25",
+        )
+
+    def pdf(self, client: ExportClient) -> None:
+        small, large = self.sizes.pdf_small, self.sizes.pdf_large
+        table = reference_table(small)
+        local = self.out("local.pdf")
+        remote = self.out("exportd.pdf")
+        t_local, _ = timed(lambda: reportlab_longtable(table, local))
+        check_pdf(local, small)
+        t_small, _ = median_time(
+            lambda: self.export_to_file(client, table, "pdf", remote), self.sizes.repeats
+        )
+        check_pdf(remote, small)
+        self.add(
+            f"PDF, {small:,} rows: local reportlab LongTable time / exportd time",
+            f"{t_small:.2f} s",
+            f"{t_local:.2f} s",
+            t_local / t_small,
+            "≥ 20",
+        )
+        big = reference_table(large)
+        t_large, _ = timed(lambda: self.export_to_file(client, big, "pdf", remote))
+        check_pdf(remote, large)
+        self.add(
+            f"PDF linearity: exportd time for {large:,} rows / for {small:,} rows",
+            f"{t_large:.2f} s ({large / t_large / 1e3:.1f} k rows/s)",
+            f"{t_small:.2f} s ({small / t_small / 1e3:.1f} k rows/s)",
+            t_large / t_small,
+            f"≤ {1.1 * large / small:g}",
+        )
+
+    def transfer(self, client: ExportClient, flight: FlightProcess) -> None:
+        n = self.sizes.transfer_rows
+        table = reference_table(n)
+        ipc_bytes = _ipc_size(table)
+
+        # Upload: the cheapest render (Arrow IPC file kept on the server) of the whole table.
+        handles: list[str] = []
+
+        def upload() -> None:
+            result = client.export(table, "arrow", delivery="handle")
+            handles.append(result.handle)
+
+        t_up, _ = median_time(upload, self.sizes.repeats)
+        handle = handles[-1]
+        for h in handles[:-1]:
+            client.delete_artifact(h)
+
+        def put() -> tuple[int, int]:
+            descriptor = fl.FlightDescriptor.for_path("bench")
+            writer, reader = flight.client.do_put(descriptor, table.schema)
+            writer.write_table(table)
+            writer.done_writing()
+            answer = reader.read()
+            writer.close()
+            rows, size = answer.to_pybytes().split()
+            return int(rows), int(size)
+
+        t_put, (put_rows, _) = median_time(put, self.sizes.repeats)
+        assert put_rows == n, (put_rows, n)
+        mb = ipc_bytes / 1e6
+        self.add(
+            f"Arrow upload throughput ({mb:.0f} MB IPC, {n:,} rows) / pyarrow.flight DoPut",
+            f"{mb / t_up:.0f} MB/s ({t_up:.2f} s, upload + Arrow file render)",
+            f"{mb / t_put:.0f} MB/s ({t_put:.2f} s)",
+            t_put / t_up,
+            "≥ 0.5",
+        )
+
+        # Download: the kept Arrow file, the same bytes through ReadArtifact and Flight DoGet.
+        kept = self.out("kept.arrow")
+        info = client.fetch(handle, kept)  # also verifies the sha256
+        check_arrow(kept, table)
+        size = info.size
+
+        def read_artifact() -> int:
+            return sum(len(data) for _, data in client.read(handle))
+
+        def do_get() -> int:
+            reader = flight.client.do_get(fl.Ticket(str(kept).encode()))
+            total = 0
+            for chunk in reader:
+                total += chunk.data.column(0).buffers()[2].size
+            return total
+
+        read_artifact()  # both sources from the page cache
+        do_get()
+        t_read, got = median_time(read_artifact, self.sizes.repeats)
+        assert got == size, (got, size)
+        t_get, got = median_time(do_get, self.sizes.repeats)
+        assert got == size, (got, size)
+        mb = size / 1e6
+        self.add(
+            f"ReadArtifact download throughput ({mb:.0f} MB) / pyarrow.flight DoGet, same bytes",
+            f"{mb / t_read:.0f} MB/s ({t_read:.2f} s)",
+            f"{mb / t_get:.0f} MB/s ({t_get:.2f} s)",
+            t_get / t_read,
+            "≥ 0.8",
+        )
+        client.delete_artifact(handle)
+        kept.unlink()
+
+    def rss(self) -> None:
+        for fmt, (small, large), check in (
+            ("csv", self.sizes.rss_csv, "csv"),
+            ("xlsx", self.sizes.rss_xlsx, "xlsx"),
+        ):
+            peaks = {}
+            for n in (small, large):
+                server = ServerProcess(self.work, f"rss-{fmt}-{n}")
+                try:
+                    idle = server.peak_rss()
+                    path = self.out(f"rss.{fmt}")
+                    with ExportClient(server.target) as client:
+                        seconds = self.export_to_file(
+                            client, reference_batches(n), fmt, path, rows=n
+                        )
+                    peaks[n] = server.peak_rss()
+                finally:
+                    server.stop()
+                if check == "csv":
+                    ids = pcsv.read_csv(path).column("order_id").combine_chunks()
+                    assert ids.equals(pa.array(range(1, n + 1), pa.int64())), path
+                else:
+                    check_xlsx_ids(path, n)
+                path.unlink()
+                log(
+                    f"  {fmt} {n:,} rows: {seconds:.2f} s, server VmHWM "
+                    f"{peaks[n] / 2**20:.0f} MiB (idle {idle / 2**20:.0f} MiB)"
+                )
+            self.add(
+                f"Server peak RSS (VmHWM): {large:,}-row {fmt.upper()} / {small:,}-row",
+                f"{peaks[large] / 2**20:.0f} MiB",
+                f"{peaks[small] / 2**20:.0f} MiB",
+                peaks[large] / peaks[small],
+                "≤ 1.3",
+            )
+
+    def pair(self, client: ExportClient, target: str) -> None:
+        n = self.sizes.pair_xlsx
+        table = reference_table(n)
+        paths = [self.out("pair-a.xlsx"), self.out("pair-b.xlsx")]
+        self.export_to_file(client, table, "xlsx", paths[0])  # warm the server
+        t_seq, _ = timed(lambda: [self.export_to_file(client, table, "xlsx", p) for p in paths])
+        for p in paths:
+            check_xlsx_ids(p, n)
+        second = ExportClient(target)
+        times: list[float] = []
+
+        def one(c: ExportClient, p: Path) -> None:
+            times.append(self.export_to_file(c, table, "xlsx", p))
+
+        def both() -> None:
+            threads = [
+                threading.Thread(target=one, args=(c, p))
+                for c, p in zip((client, second), paths, strict=True)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+
+        t_par, _ = timed(both)
+        second.close()
+        assert len(times) == 2, "an export of the pair failed"
+        for p in paths:
+            check_xlsx_ids(p, n)
+            p.unlink()
+        self.add(
+            f"Two {n:,}-row XLSX exports at once on {os.cpu_count()} cores: wall / one after other",
+            f"{t_par:.2f} s",
+            f"{t_seq:.2f} s",
+            t_par / t_seq,
+            "≤ 0.65",
+        )
+
+    def latency(self, client: ExportClient) -> None:
+        table = reference_table(100)
+        tiny = client.export(table, "csv", delivery="handle")
+
+        def round_trip() -> None:
+            result = client.export(table, "csv")
+            assert result.data is not None and len(result.data) == result.size
+
+        def one_message() -> None:
+            chunks = list(client.read(tiny.handle))
+            assert len(chunks) == 1 and len(chunks[0][1]) == tiny.size
+
+        calls = self.sizes.latency_calls
+        for _ in range(20):
+            round_trip()
+            one_message()
+        rt = [timed(round_trip)[0] for _ in range(calls)]
+        om = [timed(one_message)[0] for _ in range(calls)]
+        last = client.export(table, "csv")
+        assert last.data is not None
+        path = self.out("tiny.csv")
+        path.write_bytes(last.data)
+        check_csv(path, table)
+        path.unlink()
+        client.delete_artifact(tiny.handle)
+        p_rt, p_om = statistics.median(rt), statistics.median(om)
+        self.add(
+            "100-row CSV export round trip p50 / one-message ReadArtifact p50, same channel",
+            f"{p_rt * 1e3:.2f} ms",
+            f"{p_om * 1e3:.2f} ms",
+            p_rt / p_om,
+            "≤ 5",
+        )
+
+
+def _ipc_size(table: pa.Table) -> int:
+    sink = pa.MockOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return int(sink.size())
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def machine() -> list[tuple[str, str]]:
+    import grpc
+    import openpyxl
+    import reportlab
+
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text())
+    ram = f"{int(mem.group(1)) / 2**20:.1f} GiB" if mem else "unknown"
+    return [
+        ("CPU", cpu),
+        ("cores", str(os.cpu_count())),
+        ("RAM", ram),
+        ("OS", platform.platform()),
+        ("Python", platform.python_version()),
+        ("pyarrow", pa.__version__),
+        ("grpcio", grpc.__version__),
+        ("openpyxl", openpyxl.__version__),
+        ("reportlab", reportlab.Version),
+    ]
+
+
+def report(bench: Bench, quick: bool, seconds: float) -> str:
+    lines = [
+        "# exportd benchmark results",
+        "",
+        f"`make bench` ({'--quick, reduced sizes' if quick else 'full sizes'}), "
+        f"{time.strftime('%Y-%m-%d %H:%M')}, whole run {seconds / 60:.1f} min. "
+        "Both sides of every row measured in this run; exportd through a separate "
+        "`exportd serve` process and the Python SDK, end to end.",
+        "",
+        "| measure | exportd | baseline | ratio | target | result |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in bench.rows:
+        lines.append(
+            f"| {r.measure} | {r.exportd} | {r.baseline} | {r.ratio:.3g} | {r.target} | "
+            f"{'PASS' if r.passed else 'FAIL'} |"
+        )
+    lines += ["", "## Machine", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in machine()]
+    lines += [
+        "",
+        "## Method",
+        "",
+        "- Data: PERF.md's reference table (8 columns), batches of 65,536 rows "
+        "(bench/refdata.py, equal to tests/support.py's table).",
+        "- Times are medians of "
+        f"{bench.sizes.repeats} runs, except the openpyxl and LongTable baselines, the "
+        "large PDF and the pair (one run each).",
+        "- exportd times: `ExportClient.export(table, fmt, output=path)` — Arrow upload, "
+        "render, file streamed back and written, sha256 checked by the SDK.",
+        "- CSV baseline: `pyarrow.csv.write_csv(table, path)`. XLSX baseline: openpyxl "
+        "write-only, rows appended from `to_pylist()` columns. PDF baseline: platypus "
+        "LongTable (repeatRows=1, DejaVuSans 8 pt, grid, zebra rows), A4 landscape.",
+        "- Upload: `export(table, 'arrow', delivery='handle')` (receive + the cheapest render, "
+        "an Arrow IPC file kept on disk) against Flight DoPut to a loopback server process "
+        "that reads every batch and keeps nothing (bench/flight_server.py).",
+        "- Download: ReadArtifact of that kept Arrow file (chunks consumed, not written) "
+        "against Flight DoGet of the same file's bytes as 1 MiB binary batches.",
+        "- Peak RSS: a fresh `exportd serve` per export, VmHWM from /proc/PID/status after a "
+        "streamed export fed by a batch generator.",
+        "- Pair: two SDK clients in two threads against one server; sequential is the same "
+        "two exports one after the other.",
+        "- Latency: the one-message server-stream RPC is ReadArtifact of a kept 100-row CSV "
+        "(one chunk), on the same channel as the export round trips.",
+        "- Every file is read back: CSV by pyarrow.csv (row count, order_id and qty equal), "
+        "XLSX by python-calamine (header, rows, first and last order_id), PDF by pdftotext "
+        "(every order_id present as a word), Arrow by pyarrow (row count, columns equal).",
+    ]
+    lines += [f"- {n}" for n in bench.notes]
+    return "\n".join(lines) + "\n"
+
+
+def print_table(bench: Bench) -> None:
+    header = ("measure", "exportd", "baseline", "ratio", "target", "result")
+    rows = [
+        (
+            r.measure,
+            r.exportd,
+            r.baseline,
+            f"{r.ratio:.3g}",
+            r.target,
+            "PASS" if r.passed else "FAIL",
+        )
+        for r in bench.rows
+    ]
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
+    for line in (header, tuple("-" * w for w in widths), *rows):
+        print("  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)))
+    print()
+    for k, v in machine():
+        print(f"{k:>10}: {v}")
+
+
+STEPS = ("latency", "csv", "xlsx", "pdf", "transfer", "pair", "rss")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="reduced sizes, a smoke run")
+    parser.add_argument("--only", action="append", choices=STEPS, help="run only these rows")
+    parser.add_argument(
+        "--output", help="results file (default bench/results.md; none for --quick)"
+    )
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    steps = args.only or list(STEPS)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="exportd-bench-") as tmp:
+        work = Path(tmp)
+        bench = Bench(sizes, work)
+        server = ServerProcess(work, "main")
+        flight = FlightProcess(work) if "transfer" in steps else None
+        try:
+            with ExportClient(server.target) as client:
+                for step in steps:
+                    log(f"{step} ...")
+                    if step == "transfer":
+                        assert flight is not None
+                        bench.transfer(client, flight)
+                    elif step == "rss":
+                        bench.rss()
+                    elif step == "pair":
+                        bench.pair(client, server.target)
+                    else:
+                        getattr(bench, step)(client)
+        finally:
+            server.stop()
+            if flight is not None:
+                flight.stop()
+    seconds = time.perf_counter() - start
+    print()
+    print_table(bench)
+    print(f"\nwhole run {seconds / 60:.1f} min")
+    output = args.output or (None if args.quick else str(ROOT / "bench" / "results.md"))
+    if output:
+        Path(output).write_text(report(bench, args.quick, seconds))
+        print(f"written to {output}")
+    return 0 if all(r.passed for r in bench.rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
