@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"google.golang.org/grpc/codes"
 
 	exportd "github.com/exportd/exportd/client/go"
@@ -206,7 +207,13 @@ func (r *runner) export() {
 	c := r.dial()
 	var progress []*exportdv1.Progress
 	var out bytes.Buffer
-	res, err := c.Export(r.ctx, bytes.NewReader(r.data.all()), r.options(&progress, &out))
+	// Through Arrow Go: the IPC reader is an array.RecordReader that ExportRecords re-encodes.
+	rdr, err := ipc.NewReader(bytes.NewReader(r.data.all()))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer rdr.Release()
+	res, err := c.ExportRecords(r.ctx, rdr, r.options(&progress, &out))
 	if err != nil {
 		r.t.Fatalf("export: %v", err)
 	}
