@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
 from concurrent import futures
@@ -28,6 +29,7 @@ from .artifacts import ArtifactStore
 from .auth import TokenInterceptor, TokenTable
 from .config import ServerConfig
 from .db import Database
+from .errors import ExportdError
 from .exports import Exports
 from .governor import Governor
 from .jobs import JobFailure, JobRegistry
@@ -103,7 +105,13 @@ def _server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
 
 
 def create_server(config: ServerConfig) -> RunningServer:
-    """Open the stores, start the gRPC server on config.host:config.port (0 picks a free port)."""
+    """Open the stores, start the gRPC server on config.host:config.port (0 picks a free port).
+
+    The token file and TLS files are read first, so a bad one (OSError, ValueError,
+    InvalidArgument) fails before anything is opened or bound.
+    """
+    tokens = TokenTable.load(config.auth_tokens_file) if config.auth_tokens_file else None
+    credentials = _server_credentials(config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(config.data_dir / "exportd.sqlite3")
     jobs = JobRegistry(db)
@@ -155,8 +163,8 @@ def create_server(config: ServerConfig) -> RunningServer:
     ]
     interceptors: list[grpc.ServerInterceptor[Any, Any]] = []
     tenant_of: TenantOf = TokenTable.tenant_of
-    if config.auth_tokens_file is not None:
-        interceptors.append(TokenInterceptor(TokenTable.load(config.auth_tokens_file)))
+    if tokens is not None:
+        interceptors.append(TokenInterceptor(tokens))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
         options=options,
@@ -179,20 +187,19 @@ def create_server(config: ServerConfig) -> RunningServer:
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     address = f"{config.host}:{config.port}"
-    credentials = _server_credentials(config)
     if credentials is None:
         port = server.add_insecure_port(address)
     else:
         port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}")
+    endpoint = None
+    if metrics is not None and config.metrics_port is not None:
+        endpoint = serve_metrics(metrics, config.host, config.metrics_port)
     server.start()
     for name in (*SERVICE_NAMES, ""):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     artifacts.start_sweeper(config.sweep_interval)
-    endpoint = None
-    if metrics is not None and config.metrics_port is not None:
-        endpoint = serve_metrics(metrics, config.host, config.metrics_port)
     return RunningServer(
         server=server,
         port=port,
@@ -210,7 +217,11 @@ def create_server(config: ServerConfig) -> RunningServer:
 def serve(config: ServerConfig) -> int:
     """Serve until SIGTERM or SIGINT, then shut down gracefully; returns the exit code."""
     configure_logging(json_lines=config.log_json)
-    running = create_server(config)
+    try:
+        running = create_server(config)
+    except (OSError, ValueError, ExportdError) as exc:
+        print(f"exportd: error: cannot start: {exc}", file=sys.stderr, flush=True)
+        return 2
     print(f"exportd listening on {config.host}:{running.port}", flush=True)
     if running.metrics is not None:
         print(f"exportd metrics on http://{config.host}:{running.metrics.port}/metrics", flush=True)

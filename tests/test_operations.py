@@ -260,6 +260,7 @@ def test_metrics_count_exports_bytes_queue_and_artifacts(make_server: ServerFact
             target=lambda: c.export(held(table, release), "jsonl", on_accepted=ids.append)
         )
         holder.start()
+        wait_for(lambda: len(ids) == 1)
         waiting = threading.Thread(target=lambda: c.export(table, "tsv", on_accepted=ids.append))
         waiting.start()
         try:
@@ -326,3 +327,27 @@ def test_json_logs_and_metrics_from_a_serve_process(tmp_path: Path) -> None:
     about_job = [r for r in lines if r.get("job_id") == done.job_id]
     assert len(about_job) >= 2  # created and succeeded
     assert all(r["tenant"] == "acme" for r in lines if "job_id" in r)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--auth-tokens-file", "tokens.toml"], "sha256 hex digest"),
+        (["--auth-tokens-file", "missing.toml"], "missing.toml"),
+        (["--tls-cert", "tokens.toml"], "both tls_cert and tls_key"),
+    ],
+)
+def test_bad_startup_files_exit_2_with_a_message(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
+    (tmp_path / "tokens.toml").write_text('[tokens]\n"plain-password" = "acme"\n')
+    done = subprocess.run(
+        [EXPORTD, "serve", "--port", "0", "--data-dir", "data", *flags],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("exportd: error: cannot start") and message in done.stderr
+    assert not (tmp_path / "data").exists()  # refused before anything was created
