@@ -98,27 +98,35 @@ def _bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
 
 
 def _with_tenant(behavior: Callable[..., Any], tenant: str, streaming: bool) -> Callable[..., Any]:
-    """``behavior`` run with the tenant set; for a streaming response the whole iteration is
-    covered, since gRPC runs a response generator after the behavior itself returns."""
-    if streaming:
+    """``behavior`` run with the tenant set. For a streaming response, gRPC runs the handler's
+    code at each step of its generator (and may close it from another thread), so the tenant is
+    set around every step rather than across yields."""
 
-        def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            token = _tenant.set(tenant)
-            try:
-                yield from behavior(request, context)
-            finally:
-                _tenant.reset(token)
-
-        return stream
-
-    def unary(request: Any, context: grpc.ServicerContext) -> Any:
+    def call(fn: Callable[..., Any], *args: Any) -> Any:
         token = _tenant.set(tenant)
         try:
-            return behavior(request, context)
+            return fn(*args)
         finally:
             _tenant.reset(token)
 
-    return unary
+    if streaming:
+
+        def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            inner = call(behavior, request, context)
+            while True:
+                try:
+                    item = call(next, inner)
+                except StopIteration:
+                    return
+                try:
+                    yield item
+                except GeneratorExit:
+                    call(inner.close)
+                    raise
+
+        return stream
+
+    return lambda request, context: call(behavior, request, context)
 
 
 def _refusal(message: str) -> Callable[..., Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import subprocess
@@ -264,3 +265,30 @@ def test_mutual_tls_needs_a_client_certificate(
     ):
         no_cert.export(table, "csv", timeout=5)
     assert refused.value.code is StatusCode.UNAVAILABLE
+
+
+def test_a_client_that_goes_away_frees_its_slot_under_auth(
+    authed: RunningServer, table: pa.Table
+) -> None:
+    release = threading.Event()
+    ids: list[str] = []
+    client = ExportClient(authed.target, token=TOKENS["acme"])
+
+    def doomed() -> None:
+        with contextlib.suppress(ExportdError):
+            client.export(held(table, release), "csv", on_accepted=ids.append)  # type: ignore[arg-type]
+
+    t = threading.Thread(target=doomed)
+    t.start()
+    try:
+        wait_for(lambda: ids)
+        wait_for(lambda: authed.governor.running == 1)
+        client.close()  # the connection drops mid-upload
+        wait_for(lambda: authed.jobs.get(ids[0], "acme").state.terminal)
+        assert authed.governor.running == 0
+        assert authed.jobs.get(ids[0], "acme").state is not JobState.SUCCEEDED
+    finally:
+        release.set()
+        t.join(30)
+    with ExportClient(authed.target, token=TOKENS["acme"]) as again:
+        assert again.export(table, "csv").rows == table.num_rows
