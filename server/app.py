@@ -34,7 +34,13 @@ from .exports import Exports
 from .governor import Governor
 from .jobs import JobFailure, JobRegistry
 from .logs import configure_logging
-from .metrics import ExportMetrics, MeteredExports, MetricsEndpoint, serve_metrics
+from .metrics import (
+    ExportMetrics,
+    MeteredArtifactStore,
+    MeteredExports,
+    MetricsEndpoint,
+    serve_metrics,
+)
 from .servicer import ArtifactServicer, ExportServicer, TenantOf
 
 log = logging.getLogger("exportd.server")
@@ -115,7 +121,8 @@ def create_server(config: ServerConfig) -> RunningServer:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(config.data_dir / "exportd.sqlite3")
     jobs = JobRegistry(db)
-    artifacts = ArtifactStore(
+    store_class = ArtifactStore if config.metrics_port is None else MeteredArtifactStore
+    artifacts = store_class(
         config.data_dir / "artifacts",
         db,
         default_ttl=config.artifact_ttl,
@@ -128,7 +135,9 @@ def create_server(config: ServerConfig) -> RunningServer:
         config.max_queue,
         max_running_per_tenant=config.max_running_per_tenant,
     )
-    metrics = ExportMetrics(governor, artifacts) if config.metrics_port is not None else None
+    metrics = None
+    if isinstance(artifacts, MeteredArtifactStore):
+        metrics = artifacts.metrics = ExportMetrics(governor, artifacts)
     exports = (Exports if metrics is None else partial(MeteredExports, metrics=metrics))(
         jobs=jobs,
         governor=governor,

@@ -10,6 +10,7 @@ counters. Series a dashboard may rely on:
 * ``exportd_export_size_bytes{format}`` — histogram of the sizes of files produced.
 * ``exportd_bytes_received_total`` / ``exportd_bytes_written_total`` — Arrow bytes in, file
   bytes out (also counted for exports that fail part way).
+* ``exportd_bytes_downloaded_total`` — bytes of kept files sent by ReadArtifact.
 * ``exportd_queue_depth`` / ``exportd_running_exports`` — the governor now.
 * ``exportd_artifacts_stored`` / ``exportd_artifact_bytes`` — kept files and their bytes now.
 """
@@ -65,6 +66,9 @@ class ExportMetrics:
         )
         self.bytes_written = Counter(
             "exportd_bytes_written", "File bytes produced by exports", registry=r
+        )
+        self.bytes_downloaded = Counter(
+            "exportd_bytes_downloaded", "Bytes of kept files sent by ReadArtifact", registry=r
         )
         queue = Gauge("exportd_queue_depth", "Exports waiting for a slot", registry=r)
         queue.set_function(lambda: governor.queued)
@@ -134,6 +138,29 @@ class MeteredExports(Exports):
                 received = job.progress.bytes_received
                 written = job.result.size if job.result is not None else job.progress.bytes_written
         self.metrics.record(fmt, outcome, time.monotonic() - started, received, written)
+
+
+class MeteredArtifactStore(ArtifactStore):
+    """An ArtifactStore that counts the bytes :meth:`read` hands out; otherwise unchanged."""
+
+    metrics: ExportMetrics | None = None
+
+    def read(
+        self,
+        handle: str,
+        tenant: str,
+        offset: int = 0,
+        limit: int = 0,
+        chunk_size: int = 1 << 20,
+    ) -> Iterator[tuple[int, bytes]]:
+        chunks = super().read(handle, tenant, offset, limit, chunk_size)  # checks raise here
+        return self._counted(chunks)
+
+    def _counted(self, chunks: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, bytes]]:
+        for offset, data in chunks:
+            if self.metrics is not None:
+                self.metrics.bytes_downloaded.inc(len(data))
+            yield offset, data
 
 
 @dataclass

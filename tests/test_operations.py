@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from exportd.client import ExportClient, ExportdError, ResourceExhaustedError, StatusCode
 from exportd.client.cli import build_parser
@@ -272,7 +273,10 @@ def test_metrics_count_exports_bytes_queue_and_artifacts(make_server: ServerFact
             release.set()
             holder.join(30)
             waiting.join(30)
+        downloaded = b"".join(data for _, data in c.read(kept.handle))
+        assert pq.read_table(pa.BufferReader(downloaded)).equals(table)
     m = scrape(server.metrics.port)
+    assert m[("exportd_bytes_downloaded_total", ())] == kept.size
     assert m[("exportd_exports_total", (("format", "csv"), ("outcome", "succeeded")))] == 1
     assert m[("exportd_exports_total", (("format", "parquet"), ("outcome", "succeeded")))] == 1
     assert m[("exportd_exports_total", (("format", "csv"), ("outcome", "resource_exhausted")))] == 1
