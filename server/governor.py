@@ -12,7 +12,7 @@ import itertools
 import threading
 from dataclasses import dataclass, field
 
-from .errors import ResourceExhausted
+from .errors import ResourceExhausted, Unavailable
 
 
 @dataclass(eq=False)
@@ -69,7 +69,9 @@ class Governor:
         with self._cond:
             ticket = Ticket(job_id, priority, next(self._seq), tenant, _governor=self)
             if self._closed:
-                raise ResourceExhausted(
+                # UNAVAILABLE, not RESOURCE_EXHAUSTED: this server will not take it at any
+                # time, so the client should retry against another one.
+                raise Unavailable(
                     "the server is shutting down and accepts no new exports",
                     reason="SHUTTING_DOWN",
                 )
@@ -98,7 +100,8 @@ class Governor:
             return len(self._waiting)
 
     def close(self) -> None:
-        """Refuse every new export from now on (shutdown); running and queued ones carry on."""
+        """Refuse every new export from now on (shutdown) with Unavailable (``SHUTTING_DOWN``);
+        running and queued ones carry on."""
         with self._cond:
             self._closed = True
 

@@ -198,7 +198,8 @@ def test_sigterm_drains_then_cancels_and_exits_0(tmp_path: Path) -> None:
         )
         with ExportClient(proc.target) as late, pytest.raises(ExportdError) as refused:
             late.export(table, "csv")
-        assert refused.value.code in (StatusCode.RESOURCE_EXHAUSTED, StatusCode.UNAVAILABLE)
+        assert refused.value.code is StatusCode.UNAVAILABLE
+        assert refused.value.reason == "SHUTTING_DOWN"
         quick.set()  # within the grace period: this one completes
         assert proc.proc.wait(30) == 0
     finally:
