@@ -40,8 +40,9 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -137,6 +138,37 @@ def _stored_name(handle: str) -> str:
 
 def _file_state(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class _PipelinedHash:
+    """sha256 on a worker thread, so hashing a file being served overlaps with sending it.
+
+    hashlib releases the GIL on large updates; at most two chunks wait to be hashed, so memory
+    stays bounded when the network is faster than the hash.
+    """
+
+    def __init__(self, *, enabled: bool) -> None:
+        self._digest = hashlib.sha256()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="hash") if enabled else None
+        self._pending: deque[Future[None]] = deque()
+
+    def __enter__(self) -> _PipelinedHash:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def update(self, data: bytes) -> None:
+        assert self._pool is not None
+        while len(self._pending) >= 2:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._digest.update, data))
+
+    def hexdigest(self) -> str:
+        while self._pending:
+            self._pending.popleft().result()
+        return self._digest.hexdigest()
 
 
 class PendingArtifact(io.RawIOBase):
@@ -837,15 +869,14 @@ class ArtifactStore:
         chunk_size: int,
         whole: bool,
     ) -> Iterator[tuple[int, bytes]]:
-        with f:
-            digest = hashlib.sha256() if whole else None
+        with f, _PipelinedHash(enabled=whole) as digest:
             held: tuple[int, bytes] | None = None
             pos = offset
             while pos < end:
                 data = f.read(min(chunk_size, end - pos))
                 if not data:
                     raise self._corrupt(artifact, "file ended early")
-                if digest is not None:
+                if whole:
                     digest.update(data)
                     if held is not None:
                         yield held
@@ -853,7 +884,7 @@ class ArtifactStore:
                 else:
                     yield pos, data
                 pos += len(data)
-            if digest is not None and held is not None:
+            if whole and held is not None:
                 if digest.hexdigest() != artifact.sha256:
                     raise self._corrupt(artifact, f"sha256 on disk is {digest.hexdigest()}")
                 self._mark_verified(artifact.handle, _file_state(st))

@@ -13,7 +13,6 @@ import io
 import logging
 import queue
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +31,7 @@ from .errors import (
     InvalidArgument,
     ResourceExhausted,
 )
-from .exporters import FORMATS, EncoderContext, create_encoder
+from .exporters import FORMATS, EncoderContext, ExportWarnings, create_encoder
 from .exporters.options import Column, CommonOptions, FormatOptions
 from .governor import Governor
 from .jobs import ExportWarning, Job, JobFailure, JobRegistry, JobResult, JobState, Progress
@@ -235,14 +234,23 @@ class Exports:
     def _execute(
         self, job: Job, spec: ExportSpec, inputs: Iterator[Input], is_active: Callable[[], bool]
     ) -> Iterator[Event]:
+        """Receive and render on a worker thread while this generator sends chunks and progress.
+
+        Decoding, encoding, hashing and the artifact write (the worker) then overlap with gRPC
+        sending (this thread); the sink's bounded buffer holds the worker back when the client
+        reads slowly, so memory stays flat.
+        """
         info = FORMATS[spec.format]
         started = time.monotonic()
         self.jobs.set_state(job, JobState.RECEIVING, rows_total=spec.expected_rows)
         yield JobProgress(job.progress)
-        scratch = Path(tempfile.mkdtemp(prefix=job.job_id + "-", dir=self.scratch_root))
+        scratch = self.scratch_root / job.job_id
+        if info.spools:
+            scratch.mkdir()
         pending: PendingArtifact | None = None
         feed = _Feed(inputs, job, is_active, self.limits, self._check_cancel)
-        encoder = None
+        sink: _TeeSink | None = None
+        worker: threading.Thread | None = None
         try:
             if spec.delivery.keeps:
                 pending = self.artifacts.begin(
@@ -252,42 +260,33 @@ class Exports:
                     media_type=info.media_type,
                     ttl=spec.ttl,
                 )
-            sink = _TeeSink(pending, stream=spec.delivery.streams, chunk_size=self.chunk_size)
-            reader = _open_stream(feed)
-            select, out_schema, common = _plan_columns(reader.schema, spec, self.limits)
-            ctx = EncoderContext(sink=sink, common=common, scratch_dir=scratch)
-            encoder = create_encoder(spec.format, out_schema, spec.options, ctx)
-            rows = 0
-            last_report = time.monotonic()
-            while True:
-                batch = _next_batch(reader)
-                if batch is None:
-                    break
-                if batch.nbytes > self.limits.max_batch_bytes:
-                    raise InvalidArgument(
-                        f"a record batch of {batch.nbytes} bytes is over the limit of "
-                        f"{self.limits.max_batch_bytes}; send smaller batches",
-                        reason="BATCH_TOO_LARGE",
-                    )
-                rows += batch.num_rows
-                if rows > self.limits.max_rows:
-                    raise ResourceExhausted(
-                        f"the export carries more than {self.limits.max_rows} rows",
-                        reason="TOO_MANY_ROWS",
-                    )
-                encoder.write(select(batch))
-                yield from sink.drain()
-                if time.monotonic() - last_report >= self.progress_interval:
-                    last_report = time.monotonic()
-                    yield self._progress(job, spec, rows, feed, sink, started)
-            feed.expect_end()
-            self.jobs.set_state(
-                job, JobState.RENDERING, rows_done=rows, bytes_received=feed.received
+            sink = _TeeSink(
+                pending,
+                stream=spec.delivery.streams,
+                chunk_size=self.chunk_size,
+                max_buffer=4 * self.chunk_size,
             )
-            yield JobProgress(job.progress)
-            yield from self._finish(job, encoder, ctx, sink, rows, feed, started, is_active)
-            encoder = None
+            render = _Render(self, job, spec, feed, sink, scratch, is_active)
+            worker = threading.Thread(target=render.run, name=f"render-{job.job_id}", daemon=True)
+            worker.start()
+            last_report = time.monotonic()
+            state = job.state
+            while not render.done.is_set():
+                sink.wait_ready(self.progress_interval)
+                yield from sink.drain()
+                if job.state is not state:
+                    state = job.state
+                    yield JobProgress(job.progress)
+                    last_report = time.monotonic()
+                elif time.monotonic() - last_report >= self.progress_interval:
+                    last_report = time.monotonic()
+                    yield self._progress(job, spec, render, feed, sink, started)
+            worker.join()
+            if render.error is not None:
+                raise render.error
             yield from sink.drain(final=True)
+            if job.state is not state:  # the worker finished before the RENDERING was reported
+                yield JobProgress(job.progress)
             if pending is not None:
                 artifact = pending.commit()
                 handle, size, digest = artifact.handle, artifact.size, artifact.sha256
@@ -298,89 +297,52 @@ class Exports:
             result = JobResult(
                 size=size,
                 sha256=digest,
-                rows=rows,
+                rows=render.rows,
                 media_type=info.media_type,
                 file_name=spec.common.file_name,
                 handle=handle,
                 expires_at=expires,
-                warnings=tuple(ExportWarning(c, n, m) for c, n, m in ctx.warnings.items()),
+                warnings=tuple(ExportWarning(c, n, m) for c, n, m in render.warnings.items()),
             )
             self.jobs.succeed(job, result)
             yield JobProgress(job.progress)
             log.info(
                 "job succeeded: %d rows, %d bytes",
-                rows,
+                render.rows,
                 size,
                 extra={"job_id": job.job_id, "tenant": job.tenant},
             )
             yield Completed(job.job_id, result)
         finally:
             feed.close()
-            if encoder is not None:
-                encoder.abort()
+            if sink is not None:
+                sink.close()  # a worker blocked on a full buffer gives up at once
+            if worker is not None:
+                worker.join(10.0)
             if pending is not None:
                 pending.abort()
-            shutil.rmtree(scratch, ignore_errors=True)
-
-    def _finish(
-        self,
-        job: Job,
-        encoder: object,
-        ctx: EncoderContext,
-        sink: _TeeSink,
-        rows: int,
-        feed: _Feed,
-        started: float,
-        is_active: Callable[[], bool],
-    ) -> Iterator[Event]:
-        """Run ``encoder.finish()`` in a thread so this generator keeps streaming chunks and
-        progress while a late-rendering format (PDF) draws its pages."""
-        rendered = [0, rows]
-
-        def on_progress(done: int, total: int) -> None:
-            self._check_cancel(job, is_active)
-            rendered[0], rendered[1] = done, total
-
-        ctx.progress = on_progress
-        outcome: list[BaseException | None] = []
-
-        def work() -> None:
-            try:
-                encoder.finish()  # type: ignore[attr-defined]
-                outcome.append(None)
-            except BaseException as exc:  # handed to the generator's thread below
-                outcome.append(exc)
-
-        worker = threading.Thread(target=work, name=f"render-{job.job_id}", daemon=True)
-        worker.start()
-        while worker.is_alive():
-            worker.join(self.progress_interval)
-            yield from sink.drain()
-            done, total = rendered
-            fraction = min(0.99, done / total) if total else 0.5
-            elapsed = time.monotonic() - started
-            progress = replace(
-                job.progress,
-                bytes_written=sink.size,
-                fraction=fraction,
-                elapsed=elapsed,
-                eta=_eta(elapsed, fraction),
-            )
-            self.jobs.report(job, progress)
-            yield JobProgress(progress)
-        if outcome and outcome[0] is not None:
-            raise outcome[0]
+            if info.spools:
+                shutil.rmtree(scratch, ignore_errors=True)
 
     def _progress(
-        self, job: Job, spec: ExportSpec, rows: int, feed: _Feed, sink: _TeeSink, started: float
+        self,
+        job: Job,
+        spec: ExportSpec,
+        render: _Render,
+        feed: _Feed,
+        sink: _TeeSink,
+        started: float,
     ) -> JobProgress:
         elapsed = time.monotonic() - started
-        total = spec.expected_rows
-        fraction = min(0.99, rows / total) if total else 0.0
+        if job.state is JobState.RENDERING and render.late_total:
+            fraction = min(0.99, render.late_done / render.late_total)
+        else:
+            total = spec.expected_rows
+            fraction = min(0.99, render.rows / total) if total else 0.0
         progress = Progress(
             state=job.state,
-            rows_done=rows,
-            rows_total=total,
+            rows_done=render.rows,
+            rows_total=spec.expected_rows,
             bytes_received=feed.received,
             bytes_written=sink.size,
             fraction=fraction,
@@ -389,6 +351,87 @@ class Exports:
         )
         self.jobs.report(job, progress)
         return JobProgress(progress)
+
+
+class _Render:
+    """The worker side of one export: decode, validate, select, encode, finish."""
+
+    def __init__(
+        self,
+        exports: Exports,
+        job: Job,
+        spec: ExportSpec,
+        feed: _Feed,
+        sink: _TeeSink,
+        scratch: Path,
+        is_active: Callable[[], bool],
+    ) -> None:
+        self._exports = exports
+        self._job = job
+        self._spec = spec
+        self._feed = feed
+        self._sink = sink
+        self._scratch = scratch
+        self._is_active = is_active
+        self.rows = 0
+        self.late_done = 0
+        self.late_total = 0
+        self.warnings = ExportWarnings()
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        encoder = None
+        try:
+            limits = self._exports.limits
+            reader = _open_stream(self._feed)
+            select, out_schema, common = _plan_columns(reader.schema, self._spec, limits)
+            ctx = EncoderContext(
+                sink=self._sink,
+                common=common,
+                scratch_dir=self._scratch,
+                warnings=self.warnings,
+                progress=self._on_late_progress,
+            )
+            encoder = create_encoder(self._spec.format, out_schema, self._spec.options, ctx)
+            while True:
+                batch = _next_batch(reader)
+                if batch is None:
+                    break
+                if batch.nbytes > limits.max_batch_bytes:
+                    raise InvalidArgument(
+                        f"a record batch of {batch.nbytes} bytes is over the limit of "
+                        f"{limits.max_batch_bytes}; send smaller batches",
+                        reason="BATCH_TOO_LARGE",
+                    )
+                if self.rows + batch.num_rows > limits.max_rows:
+                    raise ResourceExhausted(
+                        f"the export carries more than {limits.max_rows} rows",
+                        reason="TOO_MANY_ROWS",
+                    )
+                encoder.write(select(batch))
+                self.rows += batch.num_rows
+            self._feed.expect_end()
+            self._exports.jobs.set_state(
+                self._job,
+                JobState.RENDERING,
+                rows_done=self.rows,
+                bytes_received=self._feed.received,
+            )
+            self._sink.notify()
+            encoder.finish()
+            encoder = None
+        except BaseException as exc:  # handed to the export's generator thread
+            self.error = exc
+            if encoder is not None:
+                encoder.abort()
+        finally:
+            self.done.set()
+            self._sink.notify()
+
+    def _on_late_progress(self, done: int, total: int) -> None:
+        self._exports._check_cancel(self._job, self._is_active)
+        self.late_done, self.late_total = done, total
 
 
 def _eta(elapsed: float, fraction: float) -> float | None:
@@ -607,18 +650,30 @@ class _Feed(io.RawIOBase):
 class _TeeSink(io.RawIOBase):
     """Where an encoder's bytes go: the artifact's temp file and/or the chunk buffer for the stream.
 
-    Thread-safe, because PDF finishes in a worker thread while the export thread drains chunks.
+    Written by the render worker and drained by the export's generator thread. The stream buffer
+    is bounded: a writer waits while more than ``max_buffer`` bytes are unsent, and gives up with
+    Cancelled once the sink is closed, so a vanished client never leaves a worker stuck.
     """
 
-    def __init__(self, pending: PendingArtifact | None, *, stream: bool, chunk_size: int) -> None:
+    def __init__(
+        self,
+        pending: PendingArtifact | None,
+        *,
+        stream: bool,
+        chunk_size: int,
+        max_buffer: int,
+    ) -> None:
         super().__init__()
         self._pending = pending
         self._stream = stream
         self._chunk_size = chunk_size
+        self._max_buffer = max(max_buffer, chunk_size)
         self._hash = hashlib.sha256() if pending is None else None
         self._buffer = bytearray()
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._emitted = 0
+        self._shut = False
         self.size = 0
 
     def writable(self) -> bool:
@@ -629,27 +684,58 @@ class _TeeSink(io.RawIOBase):
 
     def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
         view = memoryview(data).cast("B")
-        with self._lock:
-            if self._pending is not None:
-                self._pending.write(view)
-            if self._hash is not None:
-                self._hash.update(view)
+        if self._pending is not None:
+            self._pending.write(view)
+        if self._hash is not None:
+            self._hash.update(view)
+        with self._changed:
             if self._stream:
+                self._changed.wait_for(lambda: self._shut or len(self._buffer) < self._max_buffer)
+                if self._shut:
+                    raise Cancelled("the export stopped while its file was written")
                 self._buffer += view
+                if len(self._buffer) >= self._chunk_size:
+                    self._changed.notify_all()
             self.size += len(view)
         return len(view)
 
+    def wait_ready(self, timeout: float) -> None:
+        """Wait until a whole chunk is ready, the worker signals, or ``timeout`` passes."""
+        with self._changed:
+            if len(self._buffer) < self._chunk_size:
+                self._changed.wait(timeout)
+
+    def notify(self) -> None:
+        """Wake the draining thread (state change or the end of the work)."""
+        with self._changed:
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._changed:
+            self._shut = True
+            self._changed.notify_all()
+        super().close()
+
     def drain(self, *, final: bool = False) -> Iterator[Chunk]:
-        """Chunks of at most chunk_size ready to send; with ``final``, everything left."""
-        while True:
-            with self._lock:
-                if not self._buffer or (len(self._buffer) < self._chunk_size and not final):
-                    return
-                piece = bytes(self._buffer[: self._chunk_size])
-                del self._buffer[: self._chunk_size]
-                offset = self._emitted
-                self._emitted += len(piece)
+        """Chunks of at most chunk_size ready to send; with ``final``, everything left.
+
+        Everything ready is cut out under the lock in one pass (one copy per byte, one move of
+        the remainder), so a large batch's output is not shifted once per chunk.
+        """
+        size = self._chunk_size
+        with self._changed:
+            ready = len(self._buffer) if final else len(self._buffer) - len(self._buffer) % size
+            if ready == 0:
+                return
+            with memoryview(self._buffer) as view:
+                pieces = [bytes(view[i : min(i + size, ready)]) for i in range(0, ready, size)]
+            del self._buffer[:ready]
+            offset = self._emitted
+            self._emitted += ready
+            self._changed.notify_all()
+        for piece in pieces:
             yield Chunk(offset, piece)
+            offset += len(piece)
 
     def hexdigest(self) -> str:
         assert self._hash is not None

@@ -190,30 +190,43 @@ class _Pieces(io.RawIOBase):
         return True
 
     def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        data = bytes(b)
+        data = b if isinstance(b, bytes) else bytes(b)
         self.parts.append(data)
         self.size += len(data)
         return len(data)
 
     def take(self, piece_size: int, *, final: bool = False) -> Iterator[bytes]:
-        """Whole pieces of ``piece_size`` bytes (and the rest when ``final``)."""
+        """Pieces of about ``piece_size`` bytes (and the rest when ``final``).
+
+        pyarrow hands over each buffer as its own bytes object: small ones are joined (one copy),
+        one that is already piece-sized goes out as it is, and only a part over 1.5 pieces is cut.
+        """
         if self.size < piece_size and not final:
             return
-        data = b"".join(self.parts)
-        self.parts.clear()
-        self.size = 0
-        view = memoryview(data)
-        end = len(view) if final else len(view) - len(view) % piece_size
-        for start in range(0, end, piece_size):
-            yield (
-                bytes(view[start : min(start + piece_size, end)])
-                if end - start < len(view)
-                else data
-            )
-        if end < len(view):
-            rest = bytes(view[end:])
-            self.parts.append(rest)
-            self.size = len(rest)
+        group: list[bytes] = []
+        grouped = 0
+        for part in self.parts:
+            if len(part) >= piece_size:
+                if group:
+                    yield b"".join(group)
+                    group, grouped = [], 0
+                if len(part) <= piece_size * 3 // 2:
+                    yield part
+                else:
+                    with memoryview(part) as view:
+                        for start in range(0, len(part), piece_size):
+                            yield bytes(view[start : start + piece_size])
+                continue
+            group.append(part)
+            grouped += len(part)
+            if grouped >= piece_size:
+                yield b"".join(group)
+                group, grouped = [], 0
+        if final and group:
+            yield b"".join(group)
+            group, grouped = [], 0
+        self.parts = group
+        self.size = grouped
 
 
 def _batches(data: DataSource) -> tuple[pa.Schema, Iterator[pa.RecordBatch], int]:
@@ -254,7 +267,7 @@ class ExportClient:
         root_certificates: bytes | None = None,
         private_key: bytes | None = None,
         certificate_chain: bytes | None = None,
-        piece_size: int = 1 << 20,
+        piece_size: int = 4 << 20,
     ) -> None:
         options = [
             # Chunks and data pieces are at most 1 MiB plus framing; allow the server's 8 MiB.

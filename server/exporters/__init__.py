@@ -43,6 +43,8 @@ class FormatInfo:
     options_type: type
     module: str
     encoder: str
+    spools: bool = False
+    """The encoder writes spill files to EncoderContext.scratch_dir (created only for these)."""
 
 
 FORMATS: dict[str, FormatInfo] = {
@@ -60,7 +62,7 @@ FORMATS: dict[str, FormatInfo] = {
             "xlsx",
             "XlsxEncoder",
         ),
-        FormatInfo("pdf", ".pdf", "application/pdf", PdfOptions, "pdf", "PdfEncoder"),
+        FormatInfo("pdf", ".pdf", "application/pdf", PdfOptions, "pdf", "PdfEncoder", spools=True),
         FormatInfo(
             "parquet",
             ".parquet",

@@ -55,7 +55,11 @@ class EncoderContext:
 
 class Encoder(Protocol):
     """One file being written. ``write`` may be called any number of times (also zero), then
-    ``finish`` once; ``abort`` instead of ``finish`` releases resources after a failure."""
+    ``finish`` once; ``abort`` instead of ``finish`` releases resources after a failure.
+
+    An encoder whose ``finish`` does most of the work (PDF draws its pages there) sets a class
+    attribute ``renders_late = True``; the service then runs ``finish`` on a worker thread and keeps
+    reporting progress meanwhile."""
 
     def write(self, batch: pa.RecordBatch) -> None: ...
 

@@ -103,6 +103,9 @@ class _Layout:
 class PdfEncoder:
     """Writes a table as a paginated PDF; see the module docstring for the layout rules."""
 
+    renders_late = True
+    """Pages are drawn in ``finish``, once the row count is known."""
+
     def __init__(
         self,
         schema: pa.Schema,
