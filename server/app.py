@@ -129,6 +129,7 @@ def create_server(config: ServerConfig) -> RunningServer:
         max_total_bytes=config.max_artifact_bytes,
         min_free_bytes=config.min_free_bytes,
         max_tenant_bytes=config.max_tenant_bytes,
+        on_corrupt=lambda artifact, detail: jobs.note_corrupt(artifact.job_id, detail),
     )
     governor = Governor(
         config.max_concurrent,

@@ -351,6 +351,25 @@ class JobRegistry:
             )
             self._publish(job)
 
+    def note_corrupt(self, job_id: str, detail: str) -> None:
+        """Record on a job that its kept file failed its checksum (DATA_LOSS, reason
+        ``ARTIFACT_CORRUPT``), so GetJob tells why the handle no longer serves. The state and
+        result stay as they were: the export did succeed; its stored bytes did not survive."""
+        failure = JobFailure(
+            "DATA_LOSS",
+            f"the stored file is corrupt and is not served: {detail}",
+            "ARTIFACT_CORRUPT",
+        )
+        with self._lock:
+            job = self._live.get(job_id)
+            if job is not None:
+                job.error = failure
+                self._publish(job)
+            self._db.execute(
+                "UPDATE jobs SET error = ? WHERE job_id = ?",
+                (json.dumps(asdict(failure)), job_id),
+            )
+
     def request_cancel(self, job_id: str, tenant: str, reason: str) -> Job:
         """Ask a job to stop; the thread running it notices within a fraction of a second."""
         job = self.get(job_id, tenant)

@@ -540,7 +540,12 @@ class ExportClient:
     ) -> ArtifactInfo:
         """Download a kept file to ``path``, resuming a partial file already there (and after a
         dropped connection, up to ``retries`` times), then verify its sha256. A file that fails
-        verification is removed and ChecksumMismatchError raised."""
+        verification is removed and ChecksumMismatchError raised.
+
+        Before each retry it waits for the connection to come back (1 s, then 2 s, 4 s, … at most
+        each), so a link that is down for a moment does not use up every retry at once. When the
+        retries run out, UnavailableError is raised and the partial file stays for a later
+        ``fetch`` to resume."""
         info = self.get_artifact(handle)
         target = Path(path)
         have = target.stat().st_size if resume and target.exists() else 0
@@ -566,6 +571,12 @@ class ExportClient:
                     if exc.code is not StatusCode.UNAVAILABLE or attempts > retries:
                         raise
                     f.flush()
+                    # A call on a channel in reconnect backoff fails at once: wait it out.
+                    ready = grpc.channel_ready_future(self._channel)
+                    try:
+                        ready.result(timeout=min(30.0, 2.0 ** (attempts - 1)))
+                    except grpc.FutureTimeoutError:
+                        ready.cancel()
         digest = hashlib.sha256()
         with open(target, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):

@@ -1,0 +1,239 @@
+"""Faults against real servers: a connection cut mid-download, deadlines that pass and clients
+that die mid-export, hostile compressed Arrow bodies, and a stored file that rots on disk."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from exportd.client import ExportClient, StatusCode, UnavailableError
+from exportd.client.errors import DataLossError
+from exportd.server.app import RunningServer
+from support import ServerFactory
+
+# -- a TCP proxy that cuts connections ---------------------------------------------------------
+
+
+class CuttingProxy:
+    """Forwards 127.0.0.1 connections to ``target``; the first ``cuts`` connections are cut
+    once ``cut_after`` bytes have gone from the server to the client, later ones pass whole.
+    After a cut the link stays down for ``down_for`` seconds: connections are dropped at once.
+
+    A real TCP connection dropped in the middle of an HTTP/2 stream: the client's gRPC core
+    sees the socket die, exactly as with a flaky network or a restarting load balancer.
+    """
+
+    def __init__(
+        self, target: str, *, cut_after: int, cuts: int = 1, down_for: float = 0.0
+    ) -> None:
+        host, port = target.rsplit(":", 1)
+        self._upstream = (host, int(port))
+        self.cut_after = cut_after
+        self.cuts_left = cuts
+        self.down_for = down_for
+        self.refused = 0
+        """Connections reset at once because the link was down after a cut."""
+        self._down_until = 0.0
+        self.connections = 0
+        self.forwarded = 0
+        """Bytes sent from the server to the client, over all connections."""
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.target = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+        accept = threading.Thread(target=self._accept, name="proxy-accept", daemon=True)
+        accept.start()
+        self._threads.append(accept)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                downstream, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            with self._lock:
+                down = time.monotonic() < self._down_until
+                self.refused += down
+            if down:
+                _drop(downstream)
+                continue
+            upstream = socket.create_connection(self._upstream)
+            with self._lock:
+                if self._closed:
+                    downstream.close()
+                    upstream.close()
+                    return
+                self.connections += 1
+                cut = self.cuts_left > 0
+                self.cuts_left -= 1 if cut else 0
+                self._sockets += [downstream, upstream]
+            for src, dst, counted in ((downstream, upstream, False), (upstream, downstream, True)):
+                pump = threading.Thread(
+                    target=self._pump,
+                    args=(src, dst, counted, cut, (downstream, upstream)),
+                    name="proxy-pump",
+                    daemon=True,
+                )
+                pump.start()
+                self._threads.append(pump)
+
+    def _pump(
+        self,
+        src: socket.socket,
+        dst: socket.socket,
+        counted: bool,
+        cut: bool,
+        pair: tuple[socket.socket, socket.socket],
+    ) -> None:
+        sent = 0
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if counted and cut and sent + len(data) >= self.cut_after:
+                    dst.sendall(data[: self.cut_after - sent])
+                    with self._lock:
+                        self.forwarded += self.cut_after - sent
+                        self._down_until = time.monotonic() + self.down_for
+                    _drop(*pair)  # both ways at once, like a link that died
+                    return
+                dst.sendall(data)
+                if counted:
+                    sent += len(data)
+                    with self._lock:
+                        self.forwarded += len(data)
+        except OSError:
+            pass
+        finally:
+            _drop(*pair)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            sockets = list(self._sockets)
+        self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        _drop(*sockets)
+        for t in self._threads:
+            t.join(5)
+
+
+def _drop(*sockets: socket.socket) -> None:
+    """Shut down (waking any thread blocked in recv on them) and close."""
+    for s in sockets:
+        with contextlib.suppress(OSError):
+            s.shutdown(socket.SHUT_RDWR)
+        s.close()
+
+
+@pytest.fixture
+def big_handle(server: RunningServer) -> tuple[str, bytes, pa.Table]:
+    """An 8 MiB Arrow IPC file kept by the server, incompressible, with its stored bytes."""
+    table = pa.table({"blob": pa.array([os.urandom(64 << 10) for _ in range(128)], pa.binary())})
+    with ExportClient(server.target) as c:
+        result = c.export(table, "arrow", delivery="handle")
+    (stored,) = server.artifacts.files_dir.iterdir()
+    data = stored.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == result.sha256
+    return result.handle, data, table
+
+
+def test_fetch_resumes_after_the_connection_drops_mid_download(
+    server: RunningServer, big_handle: tuple[str, bytes, pa.Table], tmp_path: Path
+) -> None:
+    handle, stored, table = big_handle
+    cut_after = 3 << 20
+    proxy = CuttingProxy(server.target, cut_after=cut_after)
+    seen: list[tuple[int, int]] = []  # (bytes on disk, proxy connections) at each chunk
+    out = tmp_path / "fetched.arrow"
+    try:
+        with ExportClient(proxy.target) as c:
+            info = c.fetch(
+                handle, out, on_bytes=lambda have, total: seen.append((have, proxy.connections))
+            )
+    finally:
+        proxy.close()
+    assert proxy.connections == 2, "one connection cut, one retry"
+    assert out.read_bytes() == stored and info.size == len(stored)
+    assert pa.ipc.open_file(out).read_all().equals(table)
+    kept = max(have for have, conn in seen if conn == 1)
+    assert 0 < kept < len(stored), "bytes from the first connection were kept"
+    assert min(have for have, conn in seen if conn == 2) > kept
+    # A restart from zero would send the whole file again after the cut.
+    assert proxy.forwarded < len(stored) + cut_after
+
+
+def test_fetch_waits_out_a_link_that_stays_down_for_a_while(
+    server: RunningServer, big_handle: tuple[str, bytes, pa.Table], tmp_path: Path
+) -> None:
+    handle, stored, _ = big_handle
+    proxy = CuttingProxy(server.target, cut_after=3 << 20, down_for=1.5)
+    out = tmp_path / "fetched.arrow"
+    try:
+        with ExportClient(proxy.target) as c:
+            c.fetch(handle, out)
+    finally:
+        proxy.close()
+    assert out.read_bytes() == stored
+    assert proxy.refused >= 1, "the retry met the link still down"
+
+
+def test_fetch_gives_up_after_its_retries_and_a_later_fetch_resumes(
+    server: RunningServer, big_handle: tuple[str, bytes, pa.Table], tmp_path: Path
+) -> None:
+    handle, stored, _ = big_handle
+    out = tmp_path / "partial.arrow"
+    proxy = CuttingProxy(server.target, cut_after=2 << 20, cuts=10)
+    try:
+        with ExportClient(proxy.target) as c, pytest.raises(UnavailableError):
+            c.fetch(handle, out, retries=2)
+    finally:
+        proxy.close()
+    assert proxy.connections == 3  # the first try and two retries
+    partial = out.read_bytes()
+    assert 0 < len(partial) < len(stored) and stored.startswith(partial)
+    sent: list[int] = []
+    with ExportClient(server.target) as c:
+        c.fetch(handle, out, on_bytes=lambda have, total: sent.append(have))
+    assert out.read_bytes() == stored
+    assert sent[0] > len(partial), "the second fetch started where the first stopped"
+
+
+# -- a stored file that rots ---------------------------------------------------------------------
+
+
+def test_corrupted_artifact_is_data_loss_and_recorded_on_its_job(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    server = make_server()
+    table = pa.table({"n": pa.array(range(50_000), pa.int64())})
+    with ExportClient(server.target) as c:
+        result = c.export(table, "csv", delivery="handle")
+        assert c.get_job(result.job_id).error is None
+        (stored,) = server.artifacts.files_dir.iterdir()
+        data = bytearray(stored.read_bytes())
+        data[len(data) // 2] ^= 0x01  # one bit, same size
+        stored.write_bytes(bytes(data))
+        with pytest.raises(DataLossError) as info:
+            c.fetch(result.handle, tmp_path / "rotten.csv")
+        assert info.value.reason == "ARTIFACT_CORRUPT"
+        job = c.get_job(result.job_id)
+        assert job.state == "succeeded" and job.result is not None  # the history stands
+        assert job.error is not None and job.error.code is StatusCode.DATA_LOSS
+        assert job.error.reason == "ARTIFACT_CORRUPT" and "sha256" in job.error.message
+    server.stop(0)
+    # The record is durable: a restarted server still reports it.
+    again = make_server()
+    with ExportClient(again.target) as c:
+        job = c.get_job(result.job_id)
+        assert job.error is not None and job.error.reason == "ARTIFACT_CORRUPT"
