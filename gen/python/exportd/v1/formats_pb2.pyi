@@ -96,9 +96,11 @@ class _CsvQuoting:
 class _CsvQuotingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CsvQuoting.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CSV_QUOTING_UNSPECIFIED: _CsvQuoting.ValueType  # 0
-    """Quote only fields that need it (delimiter, quote, line breaks)."""
+    """Quote text fields, which may hold the delimiter, the quote or line breaks; numbers, booleans
+    and dates are never quoted.
+    """
     CSV_QUOTING_MINIMAL: _CsvQuoting.ValueType  # 1
-    """Quote only fields that need it, stated explicitly."""
+    """Quote text fields only, stated explicitly."""
     CSV_QUOTING_ALL: _CsvQuoting.ValueType  # 2
     """Quote every non-null field."""
     CSV_QUOTING_NONE: _CsvQuoting.ValueType  # 3
@@ -108,9 +110,11 @@ class CsvQuoting(_CsvQuoting, metaclass=_CsvQuotingEnumTypeWrapper):
     """Which CSV fields are quoted."""
 
 CSV_QUOTING_UNSPECIFIED: CsvQuoting.ValueType  # 0
-"""Quote only fields that need it (delimiter, quote, line breaks)."""
+"""Quote text fields, which may hold the delimiter, the quote or line breaks; numbers, booleans
+and dates are never quoted.
+"""
 CSV_QUOTING_MINIMAL: CsvQuoting.ValueType  # 1
-"""Quote only fields that need it, stated explicitly."""
+"""Quote text fields only, stated explicitly."""
 CSV_QUOTING_ALL: CsvQuoting.ValueType  # 2
 """Quote every non-null field."""
 CSV_QUOTING_NONE: CsvQuoting.ValueType  # 3

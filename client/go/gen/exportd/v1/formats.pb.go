@@ -155,9 +155,10 @@ func (FileCompression) EnumDescriptor() ([]byte, []int) {
 type CsvQuoting int32
 
 const (
-	// Quote only fields that need it (delimiter, quote, line breaks).
+	// Quote text fields, which may hold the delimiter, the quote or line breaks; numbers, booleans
+	// and dates are never quoted.
 	CsvQuoting_CSV_QUOTING_UNSPECIFIED CsvQuoting = 0
-	// Quote only fields that need it, stated explicitly.
+	// Quote text fields only, stated explicitly.
 	CsvQuoting_CSV_QUOTING_MINIMAL CsvQuoting = 1
 	// Quote every non-null field.
 	CsvQuoting_CSV_QUOTING_ALL CsvQuoting = 2

@@ -456,14 +456,15 @@ export const FileCompressionSchema: GenEnum<FileCompression> = /*@__PURE__*/
  */
 export enum CsvQuoting {
   /**
-   * Quote only fields that need it (delimiter, quote, line breaks).
+   * Quote text fields, which may hold the delimiter, the quote or line breaks; numbers, booleans
+   * and dates are never quoted.
    *
    * @generated from enum value: CSV_QUOTING_UNSPECIFIED = 0;
    */
   UNSPECIFIED = 0,
 
   /**
-   * Quote only fields that need it, stated explicitly.
+   * Quote text fields only, stated explicitly.
    *
    * @generated from enum value: CSV_QUOTING_MINIMAL = 1;
    */
