@@ -579,6 +579,8 @@ class _Feed(io.RawIOBase):
         idle = 0.0
         while True:
             self._check_cancel(self._job, self._is_active)
+            if self._stop.is_set():
+                raise Cancelled("the export stopped", reason="CLIENT_GONE")
             try:
                 item = self._queue.get(timeout=0.1)
             except queue.Empty:
@@ -589,13 +591,26 @@ class _Feed(io.RawIOBase):
                         reason="DATA_TIMEOUT",
                     ) from None
                 continue
+            if item is None or isinstance(item, BaseException):
+                self._settle()
             if isinstance(item, BaseException):
-                raise Cancelled(f"the client's stream broke: {item}", reason="CLIENT_GONE")
+                raise Cancelled(
+                    f"the client's stream broke: {type(item).__name__} {item}".rstrip(),
+                    reason="CLIENT_GONE",
+                )
             if isinstance(item, CancelRequest):
                 raise Cancelled(
                     item.reason or "cancelled by the client", reason="CANCELLED_BY_CLIENT"
                 )
             return item
+
+    def _settle(self) -> None:
+        """A client that dies ends its request stream a moment before grpc marks the RPC
+        inactive; wait for that moment (0.2 s at most), so the job says CLIENT_GONE rather than
+        MISSING_END or a bare stream error."""
+        for _ in range(10):
+            self._check_cancel(self._job, self._is_active)
+            time.sleep(0.02)
 
     def read(self, size: int = -1) -> bytes:
         """Up to ``size`` bytes, fewer only at the end of the data."""

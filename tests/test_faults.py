@@ -7,16 +7,26 @@ import contextlib
 import hashlib
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from exportd.client import ExportClient, StatusCode, UnavailableError
+from exportd.client import (
+    DeadlineExceededError,
+    ExportClient,
+    Progress,
+    StatusCode,
+    UnavailableError,
+)
 from exportd.client.errors import DataLossError
 from exportd.server.app import RunningServer
-from support import ServerFactory
+from exportd.server.jobs import JobState
+from support import ServerFactory, reference_table
 
 # -- a TCP proxy that cuts connections ---------------------------------------------------------
 
@@ -237,3 +247,146 @@ def test_corrupted_artifact_is_data_loss_and_recorded_on_its_job(
     with ExportClient(again.target) as c:
         job = c.get_job(result.job_id)
         assert job.error is not None and job.error.reason == "ARTIFACT_CORRUPT"
+
+
+# -- deadlines and clients that go away ----------------------------------------------------------
+
+
+def _leftovers(server: RunningServer, job_id: str) -> list[str]:
+    """What an ended export must not leave behind: its threads, its slot, its temp files."""
+    left = [t.name for t in threading.enumerate() if t.name.endswith(job_id)]
+    if server.governor.running:
+        left.append(f"{server.governor.running} governor slot(s)")
+    left += [f"tmp/{p.name}" for p in server.artifacts.tmp_dir.iterdir()]
+    left += [f"scratch/{p.name}" for p in (server.config.data_dir / "scratch").iterdir()]
+    if not server.jobs.get(job_id, "").state.terminal:
+        left.append("job still running")
+    return left
+
+
+def _released_within(server: RunningServer, job_id: str, since: float, limit: float) -> float:
+    """Seconds from ``since`` until nothing of the job is left; fails after ``limit``."""
+    while True:
+        left = _leftovers(server, job_id)
+        elapsed = time.monotonic() - since
+        if not left:
+            return elapsed
+        assert elapsed < limit, f"after {elapsed:.2f} s still held: {left}"
+        time.sleep(0.01)
+
+
+def test_expired_deadline_while_uploading_frees_everything(make_server: ServerFactory) -> None:
+    server = make_server()
+    release = threading.Event()
+    ids: list[str] = []
+
+    def stalls() -> Iterator[pa.RecordBatch]:
+        yield from reference_table(500).to_batches(max_chunksize=100)
+        release.wait(30)  # the client never sends the rest
+
+    try:
+        with ExportClient(server.target) as c, pytest.raises(DeadlineExceededError):
+            c.export(
+                stalls(), "xlsx", delivery="stream_and_handle", timeout=1.0, on_accepted=ids.append
+            )
+        expired = time.monotonic()
+        took = _released_within(server, ids[0], expired, 1.0)
+    finally:
+        release.set()
+    job = server.jobs.get(ids[0], "")
+    assert job.state is JobState.CANCELLED and job.error is not None
+    assert job.error.reason == "CLIENT_GONE" and "went away" in job.error.message
+    print(f"released {took:.3f} s after the deadline")
+
+
+def test_expired_deadline_while_rendering_a_pdf_stops_it(make_server: ServerFactory) -> None:
+    server = make_server()
+    batches = reference_table(120_000).to_batches(max_chunksize=5_000)
+    with ExportClient(server.target) as c:
+        # Aim the deadline a little into rendering, from the phases of the previous run; the
+        # machine's load moves them, so aim again (at most four times) until it lands there.
+        seen: dict[str, float] = {}
+
+        def timed(p: Progress) -> None:
+            seen.setdefault(p.state, time.monotonic())
+
+        began = time.monotonic()
+        c.export(batches, "pdf", on_progress=timed)
+        timeout = took = 0.0
+        for _ in range(4):
+            if "succeeded" in seen:
+                rendering = seen["succeeded"] - seen["rendering"]
+                timeout = seen["rendering"] - began + max(0.3, rendering / 3)
+            else:  # the deadline fell before rendering: aim later
+                timeout += 0.5
+            ids: list[str] = []
+            seen.clear()
+            began = time.monotonic()
+            try:
+                c.export(
+                    batches,
+                    "pdf",
+                    delivery="stream_and_handle",
+                    timeout=timeout,
+                    on_accepted=ids.append,
+                    on_progress=timed,
+                )
+                continue  # done before the deadline: aim again
+            except DeadlineExceededError:
+                expired = time.monotonic()
+            took = _released_within(server, ids[0], expired, 1.0)
+            job = server.jobs.get(ids[0], "")
+            assert job.state is JobState.CANCELLED and job.error is not None
+            assert job.error.reason == "CLIENT_GONE"
+            if "rendering" in seen:
+                seen.pop("succeeded", None)
+                break
+        else:
+            pytest.fail("no deadline fell while the PDF was rendering")
+    print(f"released {took:.3f} s after the deadline, {timeout:.2f} s into the export")
+
+
+CLIENT = """
+import sys
+from exportd.client import ExportClient
+sys.path.insert(0, sys.argv[3])
+from support import reference_table
+
+batches = reference_table(int(sys.argv[2])).to_batches(max_chunksize=5_000)
+with ExportClient(sys.argv[1]) as c:
+    c.export(
+        batches, "pdf", delivery="stream_and_handle", on_accepted=lambda j: print(j, flush=True)
+    )
+"""
+
+
+@pytest.mark.parametrize("phase", [JobState.RECEIVING, JobState.RENDERING])
+def test_client_killed_mid_export_frees_everything(
+    make_server: ServerFactory, phase: JobState
+) -> None:
+    server = make_server()
+    client = subprocess.Popen(
+        [sys.executable, "-c", CLIENT, server.target, "60000", str(Path(__file__).parent)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert client.stdout is not None
+        job_id = client.stdout.readline().strip()
+        job = server.jobs.get(job_id, "")
+        deadline = time.monotonic() + 30
+        while job.state is not phase:
+            assert time.monotonic() < deadline and not job.state.terminal, job.state
+            time.sleep(0.01)
+        assert list(server.artifacts.tmp_dir.iterdir()), "a temp file is being written"
+        client.kill()
+        killed = time.monotonic()
+        client.wait(10)
+        took = _released_within(server, job_id, killed, 1.0)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait(10)
+    assert job.state is JobState.CANCELLED and job.error is not None
+    assert job.error.reason == "CLIENT_GONE"
+    print(f"released {took:.3f} s after kill -9 while {phase.name}")
