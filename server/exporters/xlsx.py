@@ -407,8 +407,9 @@ class XlsxEncoder:
     ``max_rows_per_sheet`` is the data rows a sheet holds under its header (Excel's limit by
     default) and ``max_sheet_bytes`` the XML a sheet part may reach before the rows continue on
     a new sheet; lower them only to exercise sheet overflow. ``compression_level`` 1-9 is the
-    deflate level (1-3 ISA-L's levels, 4-9 zlib's), 0 stores the parts uncompressed. Rows and warnings are final once ``finish``
-    returns; after ``abort`` nothing more is written to the sink.
+    deflate level (1-3 ISA-L's levels, 4-9 zlib's), 0 stores the parts uncompressed. Rows and
+    warnings are final once ``finish`` returns; after ``abort`` nothing more is written to the
+    sink.
     """
 
     def __init__(
