@@ -13,6 +13,7 @@ import io
 import logging
 import queue
 import shutil
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -384,7 +385,7 @@ class _Render:
         encoder = None
         try:
             limits = self._exports.limits
-            reader = _open_stream(self._feed)
+            reader = _open_stream(_IpcGuard(self._feed, limits.max_batch_bytes))
             select, out_schema, common = _plan_columns(reader.schema, self._spec, limits)
             ctx = EncoderContext(
                 sink=self._sink,
@@ -454,7 +455,7 @@ def _error_from_failure(failure: JobFailure) -> ExportdError:
 # -- Arrow input -----------------------------------------------------------------------------
 
 
-def _open_stream(feed: _Feed) -> pa.ipc.RecordBatchStreamReader:
+def _open_stream(feed: io.RawIOBase) -> pa.ipc.RecordBatchStreamReader:
     try:
         return pa.ipc.open_stream(feed)
     except pa.ArrowInvalid as exc:
@@ -518,6 +519,167 @@ def _plan_columns(
         return pa.RecordBatch.from_arrays([batch.column(i) for i in indices], schema=out_schema)
 
     return select, out_schema, common
+
+
+_CONTINUATION = 0xFFFFFFFF
+_MAX_METADATA = 64 << 20
+_RECORD_BATCH, _DICTIONARY_BATCH = 3, 2
+
+
+class _IpcGuard(io.RawIOBase):
+    """Passes the Arrow IPC stream through to pyarrow, sizing every batch before it is decoded.
+
+    A batch's decoded size is known from its message header (buffer lengths) and, with LZ4/ZSTD
+    body compression, from the 8-byte uncompressed length in front of each buffer. A batch over
+    ``max_batch_bytes`` is refused (INVALID_ARGUMENT, ``BATCH_TOO_LARGE``) before pyarrow
+    allocates it, so a small compressed upload cannot inflate to gigabytes. Bytes stream through
+    as pyarrow asks for them; only the header of the current message is held.
+    """
+
+    def __init__(self, feed: _Feed, max_batch_bytes: int) -> None:
+        super().__init__()
+        self._feed = feed
+        self._limit = max_batch_bytes
+        self._head = b""  # prefix and metadata of the current message, not yet handed on
+        self._body_left = 0
+        self._body_pos = 0
+        # Compressed buffers of the current body: offset -> (stored length, first 8 bytes).
+        self._prefixes: dict[int, tuple[int, bytearray]] = {}
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            size = 1 << 62
+        if not self._head and not self._body_left and not self._ended:
+            self._head = self._next_header()
+        if self._head:
+            out, self._head = self._head[:size], self._head[size:]
+            return out
+        if self._ended:
+            return self._feed.read(size)
+        data = self._feed.read(min(size, self._body_left))
+        if not data:
+            return data
+        start = self._body_pos
+        for offset, (_, prefix) in self._prefixes.items():
+            if len(prefix) < 8 and offset < start + len(data) and offset + 8 > start:
+                lo = max(offset, start)
+                prefix += data[lo - start : min(offset + 8, start + len(data)) - start]
+        self._body_pos += len(data)
+        self._body_left -= len(data)
+        if not self._body_left and self._prefixes:
+            decoded = 0
+            for stored, prefix in self._prefixes.values():
+                (length,) = struct.unpack("<q", bytes(prefix))
+                decoded += stored - 8 if length == -1 else length  # -1: stored uncompressed
+            self._check(decoded)
+        return data
+
+    def _next_header(self) -> bytes:
+        prefix = self._feed.read(4)
+        if len(prefix) < 4:
+            self._ended = True
+            return prefix
+        (word,) = struct.unpack("<I", prefix)
+        if word == _CONTINUATION:
+            more = self._feed.read(4)
+            prefix += more
+            length = struct.unpack("<i", more)[0] if len(more) == 4 else 0
+        else:  # the pre-1.0 format without the continuation marker
+            length = struct.unpack("<i", prefix)[0]
+        if length <= 0:  # the end of the stream (or nonsense pyarrow refuses): pass the rest
+            self._ended = True
+            return prefix
+        if length > _MAX_METADATA:
+            raise InvalidArgument(
+                f"an Arrow IPC message header of {length} bytes is over {_MAX_METADATA}",
+                reason="MALFORMED_ARROW",
+            )
+        metadata = self._feed.read(length)
+        try:
+            self._plan_body(metadata)
+        except (struct.error, IndexError) as exc:
+            raise InvalidArgument(
+                f"malformed Arrow IPC message header: {exc}", reason="MALFORMED_ARROW"
+            ) from exc
+        return prefix + metadata
+
+    def _plan_body(self, metadata: bytes) -> None:
+        """Read the Message flatbuffer far enough to size its body (Message.fbs)."""
+        fb = _Flatbuffer(metadata)
+        message = fb.root()
+        body_length = fb.scalar(message, 3, "<q", 0)
+        if body_length < 0:
+            raise IndexError("negative body length")
+        self._body_left, self._body_pos = body_length, 0
+        self._prefixes = {}
+        kind = fb.scalar(message, 1, "<B", 0)
+        batch = fb.table(message, 2)
+        if kind == _DICTIONARY_BATCH and batch is not None:
+            batch = fb.table(batch, 1)
+        elif kind != _RECORD_BATCH:
+            return
+        if batch is None:
+            return
+        buffers = fb.structs(batch, 2, 16)
+        compressed = fb.table(batch, 3) is not None
+        plain = 0
+        for at in buffers:
+            offset, length = struct.unpack_from("<qq", metadata, at)
+            if offset < 0 or length < 0 or offset + length > body_length:
+                raise IndexError("a buffer lies outside the message body")
+            if not compressed:
+                plain += length
+            elif length >= 8:  # an 8-byte uncompressed length, then the compressed bytes
+                self._prefixes[offset] = (length, bytearray())
+        self._check(plain)
+
+    def _check(self, decoded: int) -> None:
+        if decoded > self._limit:
+            raise InvalidArgument(
+                f"a record batch decodes to {decoded} bytes, over the limit of {self._limit} "
+                "(limits.max_batch_bytes); send smaller batches",
+                reason="BATCH_TOO_LARGE",
+            )
+
+
+class _Flatbuffer:
+    """Just enough of the flatbuffers wire format to read Arrow's Message header."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def root(self) -> int:
+        return int(struct.unpack_from("<I", self._data, 0)[0])
+
+    def _field(self, table: int, index: int) -> int:
+        vtable = table - struct.unpack_from("<i", self._data, table)[0]
+        vsize = struct.unpack_from("<H", self._data, vtable)[0]
+        slot = 4 + 2 * index
+        if slot >= vsize:
+            return 0
+        at = struct.unpack_from("<H", self._data, vtable + slot)[0]
+        return table + at if at else 0
+
+    def scalar(self, table: int, index: int, fmt: str, default: int) -> int:
+        at = self._field(table, index)
+        return int(struct.unpack_from(fmt, self._data, at)[0]) if at else default
+
+    def table(self, table: int, index: int) -> int | None:
+        at = self._field(table, index)
+        return at + struct.unpack_from("<I", self._data, at)[0] if at else None
+
+    def structs(self, table: int, index: int, size: int) -> list[int]:
+        at = self.table(table, index)
+        if at is None:
+            return []
+        count = struct.unpack_from("<I", self._data, at)[0]
+        if at + 4 + count * size > len(self._data):
+            raise IndexError("a vector runs past the message header")
+        return [at + 4 + i * size for i in range(count)]
 
 
 _DATA_AFTER_END = "data follows the end of the Arrow stream (a second stream or a schema change?)"

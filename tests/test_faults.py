@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +15,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
+import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pcsv
 import pytest
 from exportd.client import (
     DeadlineExceededError,
@@ -26,7 +30,11 @@ from exportd.client import (
 from exportd.client.errors import DataLossError
 from exportd.server.app import RunningServer
 from exportd.server.jobs import JobState
+from exportd.v1 import export_service_pb2 as epb
+from exportd.v1 import export_service_pb2_grpc as epb_grpc
+from exportd.v1 import formats_pb2 as fpb
 from support import ServerFactory, reference_table
+from test_cli import ServerProcess
 
 # -- a TCP proxy that cuts connections ---------------------------------------------------------
 
@@ -390,3 +398,67 @@ def test_client_killed_mid_export_frees_everything(
     assert job.state is JobState.CANCELLED and job.error is not None
     assert job.error.reason == "CLIENT_GONE"
     print(f"released {took:.3f} s after kill -9 while {phase.name}")
+
+
+# -- compressed Arrow bodies ---------------------------------------------------------------------
+
+
+def _ipc(table: pa.Table, compression: str | None) -> bytes:
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    with pa.ipc.new_stream(sink, table.schema, options=options) as w:
+        w.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _export_raw(target: str, data: bytes, piece: int = 1 << 20) -> list[epb.ExportResponse]:
+    requests = [epb.ExportRequest(spec=epb.ExportSpec(format=fpb.FORMAT_CSV))]
+    for start in range(0, len(data), piece):
+        requests.append(
+            epb.ExportRequest(data=epb.ExportData(arrow_ipc=data[start : start + piece]))
+        )
+    requests.append(epb.ExportRequest(end=epb.ExportEnd()))
+    with grpc.insecure_channel(target) as channel:
+        return list(epb_grpc.ExportServiceStub(channel).Export(iter(requests), timeout=60))
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def test_compressed_batches_are_sized_before_they_are_decoded(tmp_path: Path) -> None:
+    limit = 64 << 20
+    server = ServerProcess(tmp_path / "data", "--limits-max-batch-bytes", str(limit))
+    try:
+        # Legitimate compressed input, with a dictionary column, goes through untouched.
+        words = pa.array(["alpha", "beta", "gamma"] * 10_000).dictionary_encode()
+        table = pa.table({"n": pa.array(range(30_000), pa.int64()), "w": words})
+        for codec in ("lz4", "zstd"):
+            replies = _export_raw(server.target, _ipc(table, codec))
+            csv = b"".join(r.chunk.data for r in replies if r.WhichOneof("kind") == "chunk")
+            back = pcsv.read_csv(pa.BufferReader(csv))
+            assert back["n"].equals(table["n"]) and back["w"].to_pylist() == words.to_pylist()
+        before = _status_kib(server.proc.pid, "VmHWM")
+        # A gibibyte of zeros compresses to a few dozen kilobytes.
+        zeros = pa.table({"z": pa.array(np.zeros(1 << 27, dtype=np.int64))})
+        refusals: list[grpc.RpcError] = []
+        for codec in ("zstd", "lz4"):
+            hostile = _ipc(zeros, codec)
+            assert len(hostile) < 8 << 20
+            with pytest.raises(grpc.RpcError) as info:
+                _export_raw(server.target, hostile)
+            refusals.append(info.value)
+        grown = _status_kib(server.proc.pid, "VmHWM") - before
+        assert grown < 100 << 10, f"peak memory grew by {grown} KiB"
+        for refusal in refusals:
+            assert refusal.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "max_batch_bytes" in refusal.details() and str(limit) in refusal.details()
+            assert str(1 << 30) in refusal.details(), "the decoded size is named"
+        with ExportClient(server.target) as c:  # and it goes on serving
+            assert c.export(table.slice(0, 10), "csv").rows == 10
+        print(f"peak RSS grew {grown} KiB over two 1 GiB compressed batches")
+    finally:
+        server.stop(signal.SIGKILL)
