@@ -51,6 +51,7 @@ Cells carry no ``r`` reference: rows and cells are positional, and null cells ar
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import re
@@ -393,6 +394,16 @@ def _check_timezone(timezone: str) -> None:
         ) from exc
 
 
+@functools.lru_cache(maxsize=1024, typed=True)
+def _lit(value: str | float) -> pa.Scalar:
+    """``value`` as an Arrow scalar, made once: pyarrow converts a plain Python argument of a
+    compute call anew on every call, holding the GIL (tens of microseconds each)."""
+    return pa.scalar(value)
+
+
+_EMPTY = _lit("")
+
+
 def _any(mask: pa.Array) -> bool:
     return bool(pc.any(mask).as_py())
 
@@ -626,8 +637,9 @@ class XlsxEncoder:
                 merged.append(piece)
         if all(isinstance(p, str) for p in merged):
             merged.append(pa.array([""] * len(chunk), pa.string()))
+        args = [_lit(p) if isinstance(p, str) else p for p in merged]
         result: pa.StringArray = pc.binary_join_element_wise(
-            *merged, "", null_handling="replace", null_replacement="<c/>"
+            *args, _EMPTY, null_handling="replace", null_replacement="<c/>"
         )
         return result
 
@@ -656,7 +668,9 @@ class XlsxEncoder:
         if pa.types.is_null(t):
             return ["<c/>"], None
         if pa.types.is_boolean(t):
-            return self._wrap(col.bool_open, pc.if_else(arr, "1", "0"), _NUM_CLOSE), None
+            return self._wrap(
+                col.bool_open, pc.if_else(arr, _lit("1"), _lit("0")), _NUM_CLOSE
+            ), None
         if pa.types.is_integer(t):
             return self._integers(col, arr)
         if pa.types.is_floating(t):
@@ -667,27 +681,31 @@ class XlsxEncoder:
             return self._dates(col, arr), None
         if pa.types.is_time(t):
             unit = _UNITS_PER_DAY[t.unit]
-            days = pc.divide(_ticks(arr), float(unit))
+            days = pc.divide(_ticks(arr), _lit(float(unit)))
             return self._wrap(col.num_open, pc.cast(days, pa.string()), _NUM_CLOSE), None
         if pa.types.is_duration(t):
             unit = _UNITS_PER_DAY[t.unit]
-            days = pc.divide(_ticks(arr), float(unit))
+            days = pc.divide(_ticks(arr), _lit(float(unit)))
             return self._wrap(col.num_open, pc.cast(days, pa.string()), _NUM_CLOSE), None
         return self._text(col, render_text(arr, timezone=self._timezone))
 
     @staticmethod
     def _wrap(open_: str, values: pa.Array, close: str) -> list[Any]:
         if values.null_count:
-            return [pc.binary_join_element_wise(open_, values, close, "")]
+            return [pc.binary_join_element_wise(_lit(open_), values, _lit(close), _EMPTY)]
         return [open_, values, close]
 
     def _mixed(
         self, col: _Column, as_text: pa.Array, numbers: pa.Array, text: pa.Array
     ) -> list[Any]:
         """Cells that are numbers except where ``as_text`` holds, which are inline text."""
-        num_cells = pc.binary_join_element_wise(col.num_open, numbers, _NUM_CLOSE, "")
+        num_cells = pc.binary_join_element_wise(
+            _lit(col.num_open), numbers, _lit(_NUM_CLOSE), _EMPTY
+        )
         # number and date text (digits, NaN, ISO dates) holds nothing to escape
-        text_cells = pc.binary_join_element_wise(col.text_open, text, _TEXT_CLOSE, "")
+        text_cells = pc.binary_join_element_wise(
+            _lit(col.text_open), text, _lit(_TEXT_CLOSE), _EMPTY
+        )
         return [pc.if_else(as_text, text_cells, num_cells)]
 
     def _integers(self, col: _Column, arr: pa.Array) -> tuple[list[Any], pa.Array]:
@@ -720,7 +738,8 @@ class XlsxEncoder:
         self._ctx.warnings.add(
             "NON_FINITE_AS_TEXT", _count(bad), "NaN and infinities were written as text"
         )
-        words = pc.if_else(pc.is_nan(arr), "NaN", pc.if_else(pc.greater(arr, 0), "inf", "-inf"))
+        positive = pc.if_else(pc.greater(arr, pa.scalar(0, arr.type)), _lit("inf"), _lit("-inf"))
+        words = pc.if_else(pc.is_nan(arr), _lit("NaN"), positive)
         return self._mixed(col, bad, digits, words), digits
 
     def _decimals(self, col: _Column, arr: pa.Array) -> tuple[list[Any], pa.Array]:
@@ -728,7 +747,7 @@ class XlsxEncoder:
         if arr.type.precision <= 15:
             return self._wrap(col.num_open, digits, _NUM_CLOSE), digits
         significant = pc.utf8_trim(pc.replace_substring_regex(digits, r"E.*$|\D", ""), "0")
-        wide = pc.greater(pc.utf8_length(significant), 15)
+        wide = pc.greater(pc.utf8_length(significant), pa.scalar(15, pa.int32()))
         if not _any(wide):
             return self._wrap(col.num_open, digits, _NUM_CLOSE), digits
         self._ctx.warnings.add(
@@ -743,24 +762,26 @@ class XlsxEncoder:
         if pa.types.is_date32(t):
             days = pc.cast(pc.cast(arr, pa.int32()), pa.float64())
         elif pa.types.is_date64(t):
-            days = pc.divide(_ticks(arr), 86_400_000.0)
+            days = pc.divide(_ticks(arr), _lit(86_400_000.0))
         else:
             local = arr
             if t.tz is not None:
                 local = pc.local_timestamp(arr.cast(pa.timestamp(t.unit, self._timezone)))
             ticks = _ticks(local)
-            days = pc.divide(ticks, float(_UNITS_PER_DAY[t.unit]))
-        serial = pc.add(days, float(_EXCEL_EPOCH_OFFSET))
+            days = pc.divide(ticks, _lit(float(_UNITS_PER_DAY[t.unit])))
+        serial = pc.add(days, _lit(float(_EXCEL_EPOCH_OFFSET)))
         low, high = (v.as_py() for v in pc.min_max(serial).values())
         if low is not None and low < 61.0:
             # Excel counts a 1900-02-29 that never was: serials before 1900-03-01 are one lower.
-            serial = pc.if_else(pc.less(serial, 61.0), pc.subtract(serial, 1.0), serial)
+            early = pc.less(serial, _lit(61.0))
+            serial = pc.if_else(early, pc.subtract(serial, _lit(1.0)), serial)
             low -= 1.0
         numbers = pc.cast(serial, pa.string())
         if low is None or (low >= _FIRST_SERIAL and high < _LAST_SERIAL):
             return self._wrap(col.num_open, numbers, _NUM_CLOSE)
         outside = pc.or_(
-            pc.less(serial, float(_FIRST_SERIAL)), pc.greater_equal(serial, float(_LAST_SERIAL))
+            pc.less(serial, _lit(float(_FIRST_SERIAL))),
+            pc.greater_equal(serial, _lit(float(_LAST_SERIAL))),
         )
         self._ctx.warnings.add(
             "DATE_AS_TEXT",
