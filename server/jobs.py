@@ -1,9 +1,10 @@
 """The job registry: every export's record, its state machine, and live events for watchers.
 
-States move QUEUED → RECEIVING → RENDERING → SUCCEEDED | FAILED | CANCELLED and never back. Each
-state change is written to SQLite at once, so job history and handles survive a restart; progress
-between state changes lives in memory only (it is rewritten ten times a second). A job left
-unfinished by a crash is marked FAILED "server restarted" when the registry opens.
+States move QUEUED → RECEIVING → RENDERING → SUCCEEDED | FAILED | CANCELLED and never back. A
+job's creation and its end are written to SQLite at once (WAL, synchronous=FULL), so job history
+and handles survive a restart; the states and progress in between live in memory only, because a
+job left unfinished by a crash is marked FAILED "server restarted" when the registry opens,
+whatever its last state was.
 
 Watchers follow a job by version number: every publish bumps ``Job.version`` and wakes them, and
 each reads the newest snapshot, so a slow watcher skips stale progress instead of queueing it.
@@ -268,17 +269,23 @@ class JobRegistry:
             where += " AND (created_at < ? OR (created_at = ? AND job_id < ?))"
             params += [created, created, job_id]
         if states:
-            where += f" AND state IN ({','.join('?' * len(states))})"
-            params += [s.value for s in states]
+            # SQLite holds a running job as QUEUED (states in between are memory only), so any
+            # unfinished state asked for matches every unfinished row; the live state decides below.
+            stored = {s.value for s in states}
+            if any(not s.terminal for s in states):
+                stored |= {s.value for s in JobState if not s.terminal}
+            where += f" AND state IN ({','.join('?' * len(stored))})"
+            params += sorted(stored)
         rows = self._db.execute(
             f"SELECT * FROM jobs WHERE {where} ORDER BY created_at DESC, job_id DESC LIMIT ?",
             (*params, page_size + 1),
         )
         with self._lock:
-            jobs = [self._live.get(r["job_id"]) or self._from_row(r) for r in rows[:page_size]]
+            page = [self._live.get(r["job_id"]) or self._from_row(r) for r in rows[:page_size]]
+        jobs = [j for j in page if not states or j.state in states]
         token = ""
         if len(rows) > page_size:
-            last = jobs[-1]
+            last = page[-1]
             token = base64.urlsafe_b64encode(
                 json.dumps([last.created_at, last.job_id]).encode()
             ).decode()
@@ -287,7 +294,7 @@ class JobRegistry:
     # -- changes -------------------------------------------------------------------------------
 
     def set_state(self, job: Job, state: JobState, **progress: float | int | None) -> None:
-        """Move a live job to ``state`` (persisted) and publish a progress snapshot."""
+        """Move a live job to ``state`` and publish a progress snapshot (memory only)."""
         with self._lock:
             if job.state.terminal:
                 return
@@ -295,10 +302,8 @@ class JobRegistry:
             if state is not JobState.QUEUED and job.started_at is None:
                 job.started_at = self._clock()
             job.progress = replace(job.progress, state=state, queue_position=0, **progress)  # type: ignore[arg-type]
-            self._db.execute(
-                "UPDATE jobs SET state = ?, started_at = ?, progress = ? WHERE job_id = ?",
-                (state.value, job.started_at, _progress_json(job.progress), job.job_id),
-            )
+            # Not written to SQLite: a crash turns any unfinished job into FAILED "server
+            # restarted" whatever its last state was, so only creation and the end are durable.
             self._publish(job)
 
     def report(self, job: Job, progress: Progress) -> None:
@@ -338,10 +343,11 @@ class JobRegistry:
                 job.progress, state=state, queue_position=0, fraction=fraction, eta=None
             )
             self._db.execute(
-                "UPDATE jobs SET state = ?, finished_at = ?, progress = ?, result = ?, error = ? "
-                "WHERE job_id = ?",
+                "UPDATE jobs SET state = ?, started_at = ?, finished_at = ?, progress = ?, "
+                "result = ?, error = ? WHERE job_id = ?",
                 (
                     state.value,
+                    job.started_at,
                     job.finished_at,
                     _progress_json(job.progress),
                     json.dumps(asdict(result)) if result else None,

@@ -411,3 +411,19 @@ def test_health_and_reflection(server: RunningServer) -> None:
     names = {s.name for r in responses for s in r.list_services_response.service}
     assert {"exportd.v1.ExportService", "exportd.v1.ArtifactService"} <= names
     channel.close()
+
+
+def test_list_jobs_by_state_sees_running_jobs(server: RunningServer, table: pa.Table) -> None:
+    release = threading.Event()
+    ids: list[str] = []
+    with ExportClient(server.target) as a, ExportClient(server.target) as b:
+        t = threading.Thread(
+            target=lambda: a.export(held_batches(table, release), "csv", on_accepted=ids.append)
+        )
+        t.start()
+        wait_for(lambda: ids and b.get_job(ids[0]).state == "receiving")
+        assert [j.job_id for j in b.list_jobs(states=["receiving"])] == ids
+        assert list(b.list_jobs(states=["succeeded"])) == []
+        release.set()
+        t.join(30)
+        assert [j.job_id for j in b.list_jobs(states=["succeeded"])] == ids
