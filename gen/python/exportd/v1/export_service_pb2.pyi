@@ -635,7 +635,9 @@ class Job(_message.Message):
 
     @_builtins.property
     def error(self) -> Global___JobError:
-        """Its error when FAILED or CANCELLED."""
+        """Its error when FAILED or CANCELLED; also set, with code DATA_LOSS and reason
+        ARTIFACT_CORRUPT, on a SUCCEEDED job whose kept file was later found corrupt.
+        """
 
     def __init__(
         self,

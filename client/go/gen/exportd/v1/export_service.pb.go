@@ -1270,7 +1270,8 @@ type Job struct {
 	Progress *Progress `protobuf:"bytes,11,opt,name=progress,proto3" json:"progress,omitempty"`
 	// Its result when SUCCEEDED.
 	Result *ExportCompleted `protobuf:"bytes,12,opt,name=result,proto3" json:"result,omitempty"`
-	// Its error when FAILED or CANCELLED.
+	// Its error when FAILED or CANCELLED; also set, with code DATA_LOSS and reason
+	// ARTIFACT_CORRUPT, on a SUCCEEDED job whose kept file was later found corrupt.
 	Error         *JobError `protobuf:"bytes,13,opt,name=error,proto3" json:"error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -693,7 +693,8 @@ export type Job = Message<"exportd.v1.Job"> & {
   result?: ExportCompleted | undefined;
 
   /**
-   * Its error when FAILED or CANCELLED.
+   * Its error when FAILED or CANCELLED; also set, with code DATA_LOSS and reason
+   * ARTIFACT_CORRUPT, on a SUCCEEDED job whose kept file was later found corrupt.
    *
    * @generated from field: exportd.v1.JobError error = 13;
    */
