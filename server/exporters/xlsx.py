@@ -3,7 +3,7 @@
 Each record batch becomes worksheet XML without a Python object per cell: for every column,
 ``pyarrow.compute`` turns the whole column into cell markup, the columns are joined element-wise
 into ``<row>`` elements, and the resulting string buffer is deflated (ISA-L for levels 1-3) and
-written in one piece. A batch is rendered in slices of at most 16,384 rows (about 4 MiB of XML),
+written in one piece. A batch is rendered in slices of at most 8,192 rows (about 2 MiB of XML),
 so memory stays flat whatever the table's size. Everything runs on the caller's thread: the
 pyarrow kernels, the compressor and the CRC release the GIL, so two exports on two threads use
 two cores. The zip is written forward-only (data descriptors), so the sink need not seek.
@@ -97,9 +97,9 @@ _LAST_SERIAL = 2_958_466  # 10000-01-01, exclusive
 _UNITS_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
 _TIME_FORMAT = "hh:mm:ss"
 _DURATION_FORMAT = "[h]:mm:ss"
-_CHUNK_BYTES = 4 << 20
+_CHUNK_BYTES = 2 << 20
 """Rough size of the XML rendered per step: bounds memory and keeps string offsets in 32 bits."""
-_MAX_CHUNK_ROWS = 16_384
+_MAX_CHUNK_ROWS = 8_192
 _WIDTH_SAMPLE_ROWS = 1_000
 _MAX_WIDTH = 60.0
 _MIN_WIDTH = 6.0
