@@ -376,7 +376,7 @@ def _plain(arr: pa.Array) -> pa.Array:
 
 def _ticks(arr: pa.Array) -> pa.Array:
     """A temporal array's raw count of units as float64 (beyond 2^53 the nearest double)."""
-    return pc.cast(pc.cast(arr, pa.int64()), pa.float64(), safe=False)
+    return _cast(_cast(arr, pa.int64()), pa.float64(), safe=False)
 
 
 def _is_zoned(t: pa.DataType) -> bool:
@@ -394,6 +394,17 @@ def _check_timezone(timezone: str) -> None:
         ) from exc
 
 
+@functools.lru_cache(maxsize=256)
+def _cast_options(target: pa.DataType, safe: bool) -> pc.CastOptions:
+    return pc.CastOptions.safe(target) if safe else pc.CastOptions.unsafe(target)
+
+
+def _cast(arr: pa.Array, target: pa.DataType, safe: bool = True) -> pa.Array:
+    """``pc.cast`` with its options made once per target type (building them holds the GIL)."""
+    result: pa.Array = pc.call_function("cast", [arr], _cast_options(target, safe))
+    return result
+
+
 @functools.lru_cache(maxsize=1024, typed=True)
 def _lit(value: str | float) -> pa.Scalar:
     """``value`` as an Arrow scalar, made once: pyarrow converts a plain Python argument of a
@@ -402,6 +413,7 @@ def _lit(value: str | float) -> pa.Scalar:
 
 
 _EMPTY = _lit("")
+_NULL_AS_EMPTY_CELL = pc.JoinOptions(null_handling="replace", null_replacement="<c/>")
 
 
 def _any(mask: pa.Array) -> bool:
@@ -638,8 +650,8 @@ class XlsxEncoder:
         if all(isinstance(p, str) for p in merged):
             merged.append(pa.array([""] * len(chunk), pa.string()))
         args = [_lit(p) if isinstance(p, str) else p for p in merged]
-        result: pa.StringArray = pc.binary_join_element_wise(
-            *args, _EMPTY, null_handling="replace", null_replacement="<c/>"
+        result: pa.StringArray = pc.call_function(
+            "binary_join_element_wise", [*args, _EMPTY], _NULL_AS_EMPTY_CELL
         )
         return result
 
@@ -682,11 +694,11 @@ class XlsxEncoder:
         if pa.types.is_time(t):
             unit = _UNITS_PER_DAY[t.unit]
             days = pc.divide(_ticks(arr), _lit(float(unit)))
-            return self._wrap(col.num_open, pc.cast(days, pa.string()), _NUM_CLOSE), None
+            return self._wrap(col.num_open, _cast(days, pa.string()), _NUM_CLOSE), None
         if pa.types.is_duration(t):
             unit = _UNITS_PER_DAY[t.unit]
             days = pc.divide(_ticks(arr), _lit(float(unit)))
-            return self._wrap(col.num_open, pc.cast(days, pa.string()), _NUM_CLOSE), None
+            return self._wrap(col.num_open, _cast(days, pa.string()), _NUM_CLOSE), None
         return self._text(col, render_text(arr, timezone=self._timezone))
 
     @staticmethod
@@ -709,7 +721,9 @@ class XlsxEncoder:
         return [pc.if_else(as_text, text_cells, num_cells)]
 
     def _integers(self, col: _Column, arr: pa.Array) -> tuple[list[Any], pa.Array]:
-        digits = pc.cast(arr, pa.string())
+        digits = _cast(arr, pa.string())
+        if arr.type.bit_width <= 32:  # every value is exact as a double
+            return self._wrap(col.num_open, digits, _NUM_CLOSE), digits
         low, high = pc.min_max(arr).values()
         lo, hi = low.as_py(), high.as_py()
         if lo is None or (lo >= -_SAFE_INT and hi <= _SAFE_INT):
@@ -726,8 +740,8 @@ class XlsxEncoder:
 
     def _floats(self, col: _Column, arr: pa.Array) -> tuple[list[Any], pa.Array]:
         if arr.type == pa.float16():
-            arr = pc.cast(arr, pa.float32())
-        digits = pc.cast(arr, pa.string())
+            arr = _cast(arr, pa.float32())
+        digits = _cast(arr, pa.string())
         # a finite sum proves every value finite; only NaN, inf or overflow need the full check
         total = pc.sum(arr).as_py()
         if total is None or math.isfinite(total):
@@ -743,7 +757,7 @@ class XlsxEncoder:
         return self._mixed(col, bad, digits, words), digits
 
     def _decimals(self, col: _Column, arr: pa.Array) -> tuple[list[Any], pa.Array]:
-        digits = pc.cast(arr, pa.string())
+        digits = _cast(arr, pa.string())
         if arr.type.precision <= 15:
             return self._wrap(col.num_open, digits, _NUM_CLOSE), digits
         significant = pc.utf8_trim(pc.replace_substring_regex(digits, r"E.*$|\D", ""), "0")
@@ -760,7 +774,7 @@ class XlsxEncoder:
     def _dates(self, col: _Column, arr: pa.Array) -> list[Any]:
         t = arr.type
         if pa.types.is_date32(t):
-            days = pc.cast(pc.cast(arr, pa.int32()), pa.float64())
+            days = _cast(_cast(arr, pa.int32()), pa.float64())
         elif pa.types.is_date64(t):
             days = pc.divide(_ticks(arr), _lit(86_400_000.0))
         else:
@@ -776,7 +790,7 @@ class XlsxEncoder:
             early = pc.less(serial, _lit(61.0))
             serial = pc.if_else(early, pc.subtract(serial, _lit(1.0)), serial)
             low -= 1.0
-        numbers = pc.cast(serial, pa.string())
+        numbers = _cast(serial, pa.string())
         if low is None or (low >= _FIRST_SERIAL and high < _LAST_SERIAL):
             return self._wrap(col.num_open, numbers, _NUM_CLOSE)
         outside = pc.or_(
