@@ -21,7 +21,6 @@ import grpc
 from exportd.v1 import artifact_service_pb2 as apb
 from exportd.v1 import artifact_service_pb2_grpc as apb_grpc
 from exportd.v1 import export_service_pb2 as epb
-from exportd.v1 import export_service_pb2_grpc as epb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -41,7 +40,7 @@ from .metrics import (
     MetricsEndpoint,
     serve_metrics,
 )
-from .servicer import ArtifactServicer, ExportServicer, TenantOf
+from .servicer import ArtifactServicer, ExportServicer, TenantOf, add_export_service
 
 log = logging.getLogger("exportd.server")
 
@@ -181,7 +180,7 @@ def create_server(config: ServerConfig) -> RunningServer:
         interceptors=interceptors,
         maximum_concurrent_rpcs=workers,
     )
-    epb_grpc.add_ExportServiceServicer_to_server(
+    add_export_service(
         ExportServicer(exports, jobs, default_ttl=config.artifact_ttl, tenant_of=tenant_of),
         server,
     )

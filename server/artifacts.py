@@ -545,7 +545,10 @@ class ArtifactStore:
                 raise self._corrupt(
                     artifact, f"size on disk is {st.st_size}, {artifact.size} were stored"
                 )
-            whole = offset == 0 and end == artifact.size
+            # A file whose bytes were already checked (hashed as they were written, or on an
+            # earlier read) and whose inode, size, mtime and ctime are unchanged is sent as it is;
+            # any other whole read is verified as it streams.
+            whole = offset == 0 and end == artifact.size and not self._is_verified(handle, st)
             if not whole:
                 self._verify(f, artifact, st)
                 f.seek(offset)
@@ -725,6 +728,9 @@ class ArtifactStore:
             sha256,
             extra={"job_id": artifact.job_id, "tenant": artifact.tenant},
         )
+        # The bytes were hashed as they were written and are synced: the first download need
+        # not hash them again while the file on disk is unchanged.
+        self._mark_verified(handle, _file_state(os.stat(dest)))
         return artifact
 
     def _after_commit(self, artifact: Artifact) -> None:
@@ -851,6 +857,10 @@ class ArtifactStore:
         if digest.hexdigest() != artifact.sha256:
             raise self._corrupt(artifact, f"sha256 on disk is {digest.hexdigest()}")
         self._mark_verified(artifact.handle, state)
+
+    def _is_verified(self, handle: str, st: os.stat_result) -> bool:
+        with self._verified_lock:
+            return self._verified.get(handle) == _file_state(st)
 
     def _mark_verified(self, handle: str, state: tuple[int, int, int, int]) -> None:
         with self._verified_lock:

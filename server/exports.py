@@ -76,9 +76,9 @@ class ExportSpec:
 
 @dataclass(frozen=True)
 class DataPiece:
-    """A piece of the Arrow IPC stream."""
+    """A piece of the Arrow IPC stream (a view into the received message, not a copy)."""
 
-    data: bytes
+    data: bytes | memoryview
 
 
 @dataclass(frozen=True)
@@ -550,7 +550,7 @@ class _IpcGuard(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int = -1) -> bytes | memoryview:
         if size < 0:
             size = 1 << 62
         if not self._head and not self._body_left and not self._ended:
@@ -579,13 +579,13 @@ class _IpcGuard(io.RawIOBase):
         return data
 
     def _next_header(self) -> bytes:
-        prefix = self._feed.read(4)
+        prefix = bytes(self._feed.read(4))
         if len(prefix) < 4:
             self._ended = True
             return prefix
         (word,) = struct.unpack("<I", prefix)
         if word == _CONTINUATION:
-            more = self._feed.read(4)
+            more = bytes(self._feed.read(4))
             prefix += more
             length = struct.unpack("<i", more)[0] if len(more) == 4 else 0
         else:  # the pre-1.0 format without the continuation marker
@@ -598,7 +598,7 @@ class _IpcGuard(io.RawIOBase):
                 f"an Arrow IPC message header of {length} bytes is over {_MAX_METADATA}",
                 reason="MALFORMED_ARROW",
             )
-        metadata = self._feed.read(length)
+        metadata = bytes(self._feed.read(length))
         try:
             self._plan_body(metadata)
         except (struct.error, IndexError) as exc:
@@ -774,9 +774,12 @@ class _Feed(io.RawIOBase):
             self._check_cancel(self._job, self._is_active)
             time.sleep(0.02)
 
-    def read(self, size: int = -1) -> bytes:
-        """Up to ``size`` bytes, fewer only at the end of the data."""
-        parts: list[bytes] = []
+    def read(self, size: int = -1) -> bytes | memoryview:
+        """Up to ``size`` bytes, fewer only at the end of the data.
+
+        A read within one data message is a view of the message's bytes (pyarrow takes any
+        buffer), so bulk record batch bodies reach pyarrow without a copy."""
+        parts: list[memoryview] = []
         want = size if size >= 0 else 1 << 62
         while want > 0:
             if not self._piece:
@@ -801,8 +804,10 @@ class _Feed(io.RawIOBase):
             take = self._piece[:want]
             self._piece = self._piece[len(take) :]
             want -= len(take)
-            parts.append(take.obj if len(take) == len(take.obj) else bytes(take))  # type: ignore[arg-type]
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+            parts.append(take)
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
 
     def expect_end(self) -> None:
         """After the Arrow stream's end: only the end message may follow."""

@@ -8,8 +8,8 @@ machine reason) and, for a full queue, google.rpc.RetryInfo.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from typing import NoReturn
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NoReturn
 
 import grpc
 from exportd.v1 import artifact_service_pb2 as apb
@@ -58,8 +58,74 @@ def abort(context: grpc.ServicerContext, error: ExportdError) -> NoReturn:
     raise AssertionError("abort_with_status returned")  # pragma: no cover
 
 
-def _inputs(requests: Iterator[epb.ExportRequest]) -> Iterator[Input]:
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """A protobuf varint at ``pos``: (value, position after it)."""
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def parse_export_request(raw: bytes) -> epb.ExportRequest | DataPiece:
+    """Deserialize an ExportRequest, with a fast path for the bulk message.
+
+    A message that is exactly ``data { arrow_ipc: … }`` (field 2 holding only field 1) becomes a
+    DataPiece viewing the received bytes, skipping the two copies protobuf would make of each
+    data message; anything else is parsed by protobuf as usual.
+    """
+    try:
+        if raw[:1] == b"\x12":
+            outer, pos = _varint(raw, 1)
+            if pos + outer == len(raw):
+                if outer == 0:
+                    return DataPiece(b"")
+                if raw[pos] == 0x0A:
+                    inner, start = _varint(raw, pos + 1)
+                    if start + inner == len(raw):
+                        return DataPiece(memoryview(raw)[start:])
+    except (IndexError, ValueError):
+        pass
+    return epb.ExportRequest.FromString(raw)
+
+
+class _ExportDeserializer:
+    """Stands in for a grpc.Server while the generated code registers ExportService, swapping in
+    parse_export_request for Export's request deserializer; every other method is untouched."""
+
+    def __init__(self, server: grpc.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(
+        self, handlers: Iterable[grpc.GenericRpcHandler[Any, Any]]
+    ) -> None:
+        pass  # the registered handlers below serve every ExportService method
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        handlers = dict(handlers)
+        handlers["Export"] = handlers["Export"]._replace(  # type: ignore[attr-defined]
+            request_deserializer=parse_export_request
+        )
+        self._server.add_registered_method_handlers(service, handlers)  # type: ignore[attr-defined]
+
+
+def add_export_service(servicer: ExportServicer, server: grpc.Server) -> None:
+    """Register ExportService on ``server`` with the fast data-message deserializer."""
+    epb_grpc.add_ExportServiceServicer_to_server(servicer, _ExportDeserializer(server))  # type: ignore[arg-type]
+
+
+def _inputs(requests: Iterator[epb.ExportRequest | DataPiece]) -> Iterator[Input]:
     for request in requests:
+        if isinstance(request, DataPiece):
+            yield request
+            continue
         kind = request.WhichOneof("kind")
         if kind == "data":
             yield DataPiece(request.data.arrow_ipc)
@@ -90,11 +156,13 @@ class ExportServicer(epb_grpc.ExportServiceServicer):
         self._tenant_of = tenant_of
 
     def Export(
-        self, request_iterator: Iterator[epb.ExportRequest], context: grpc.ServicerContext
+        self,
+        request_iterator: Iterator[epb.ExportRequest | DataPiece],
+        context: grpc.ServicerContext,
     ) -> Iterator[epb.ExportResponse]:
         try:
             first = next(request_iterator, None)
-            if first is None or first.WhichOneof("kind") != "spec":
+            if not isinstance(first, epb.ExportRequest) or first.WhichOneof("kind") != "spec":
                 raise InvalidArgument(
                     "the first message of an Export must be its spec", reason="PROTOCOL"
                 )

@@ -510,17 +510,28 @@ def test_truncated_file_is_data_loss(store: ArtifactStore) -> None:
 def test_resumes_do_not_rehash_a_verified_file(store: ArtifactStore) -> None:
     data = os.urandom(300_000)
     artifact = put(store, data)
+    # Hashed as it was written: neither whole reads nor resumes hash it again.
+    assert read_all(store, artifact.handle) == data
     for offset in (1000, 2000, 3000):
         assert read_all(store, artifact.handle, offset=offset) == data[offset:]
-    assert store.verifications == 1
+    assert store.verifications == 0
 
-    # A change to the file (a later write, so a later mtime) invalidates the verified state.
+    # A change to the file (a later write, so a later mtime and ctime) invalidates that.
     flip_byte(artifact.path, 200_000)
     later = time.time() + 5
     os.utime(artifact.path, (later, later))
     with pytest.raises(DataLoss):
         store.read(artifact.handle, "acme", offset=4000)
-    assert store.verifications == 2
+    assert store.verifications == 1
+
+
+def test_a_restarted_store_verifies_before_trusting(store: ArtifactStore) -> None:
+    data = os.urandom(300_000)
+    artifact = put(store, data)
+    again = ArtifactStore(store.root, store.db)
+    assert read_all(again, artifact.handle, offset=1000) == data[1000:]
+    assert read_all(again, artifact.handle, offset=2000) == data[2000:]
+    assert again.verifications == 1
 
 
 def test_read_survives_concurrent_delete(store: ArtifactStore) -> None:

@@ -195,38 +195,88 @@ class _Pieces(io.RawIOBase):
         self.size += len(data)
         return len(data)
 
-    def take(self, piece_size: int, *, final: bool = False) -> Iterator[bytes]:
-        """Pieces of about ``piece_size`` bytes (and the rest when ``final``).
+    def take(self, piece_size: int, *, final: bool = False) -> Iterator[list[bytes]]:
+        """Groups of parts of about ``piece_size`` bytes (and the rest when ``final``), each to
+        become one data message.
 
-        pyarrow hands over each buffer as its own bytes object: small ones are joined (one copy),
-        one that is already piece-sized goes out as it is, and only a part over 1.5 pieces is cut.
+        pyarrow hands over each buffer as its own bytes object; a group is joined only once,
+        into the message itself. A part over 1.5 pieces is cut.
         """
         if self.size < piece_size and not final:
             return
         group: list[bytes] = []
         grouped = 0
         for part in self.parts:
-            if len(part) >= piece_size:
+            if len(part) > piece_size * 3 // 2:
                 if group:
-                    yield b"".join(group)
+                    yield group
                     group, grouped = [], 0
-                if len(part) <= piece_size * 3 // 2:
-                    yield part
-                else:
-                    with memoryview(part) as view:
-                        for start in range(0, len(part), piece_size):
-                            yield bytes(view[start : start + piece_size])
+                with memoryview(part) as view:
+                    for start in range(0, len(part), piece_size):
+                        yield [bytes(view[start : start + piece_size])]
                 continue
             group.append(part)
             grouped += len(part)
             if grouped >= piece_size:
-                yield b"".join(group)
+                yield group
                 group, grouped = [], 0
         if final and group:
-            yield b"".join(group)
+            yield group
             group, grouped = [], 0
         self.parts = group
         self.size = grouped
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _data_message(parts: list[bytes]) -> bytes:
+    """ExportRequest{data{arrow_ipc}} encoded by hand from ``parts``: one copy of the bytes,
+    where building and serializing the message would make two more."""
+    size = sum(len(p) for p in parts)
+    inner = b"\x0a" + _varint(size)
+    return b"".join([b"\x12", _varint(len(inner) + size), inner, *parts])
+
+
+def _serialize_export_request(request: epb.ExportRequest | bytes) -> bytes:
+    return request if isinstance(request, bytes) else request.SerializeToString()
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _parse_chunk(raw: bytes) -> tuple[int, memoryview]:
+    """A ReadArtifactResponse as (offset, data view), without protobuf's copy of the data."""
+    offset, data, pos = 0, memoryview(b""), 0
+    try:
+        while pos < len(raw):
+            tag, pos = _read_varint(raw, pos)
+            if tag == 0x08:
+                offset, pos = _read_varint(raw, pos)
+            elif tag == 0x12:
+                size, pos = _read_varint(raw, pos)
+                data = memoryview(raw)[pos : pos + size]
+                pos += size
+            else:
+                raise ValueError(f"unexpected field tag {tag}")
+    except (IndexError, ValueError):
+        message = apb.ReadArtifactResponse.FromString(raw)
+        return message.offset, memoryview(message.data)
+    return offset, data
 
 
 def _batches(data: DataSource) -> tuple[pa.Schema, Iterator[pa.RecordBatch], int]:
@@ -287,6 +337,18 @@ class ExportClient:
         )
         self._exports = epb_grpc.ExportServiceStub(self._channel)
         self._artifacts = apb_grpc.ArtifactServiceStub(self._channel)
+        # The two bulk paths skip protobuf's copies of the bytes: data messages are encoded by
+        # hand, and downloads are parsed into views (see _data_message and _parse_chunk).
+        self._export_call = self._channel.stream_stream(
+            "/exportd.v1.ExportService/Export",
+            request_serializer=_serialize_export_request,
+            response_deserializer=epb.ExportResponse.FromString,
+        )
+        self._read_chunks = self._channel.unary_stream(
+            "/exportd.v1.ArtifactService/ReadArtifact",
+            request_serializer=apb.ReadArtifactRequest.SerializeToString,
+            response_deserializer=_parse_chunk,
+        )
         self._piece_size = piece_size
 
     def close(self) -> None:
@@ -361,7 +423,7 @@ class ExportClient:
         digest = hashlib.sha256()
         written = 0
         completed: epb.ExportCompleted | None = None
-        call = self._exports.Export(
+        call = self._export_call(
             self._requests(spec, schema, batches), metadata=self._metadata, timeout=timeout
         )
         stopper = None
@@ -429,16 +491,16 @@ class ExportClient:
 
     def _requests(
         self, spec: epb.ExportSpec, schema: pa.Schema, batches: Iterator[pa.RecordBatch]
-    ) -> Iterator[epb.ExportRequest]:
+    ) -> Iterator[epb.ExportRequest | bytes]:
         yield epb.ExportRequest(spec=spec)
         pieces = _Pieces()
         with pa.ipc.new_stream(pieces, schema) as writer:
             for batch in batches:
                 writer.write_batch(batch)
-                for piece in pieces.take(self._piece_size):
-                    yield epb.ExportRequest(data=epb.ExportData(arrow_ipc=piece))
-        for piece in pieces.take(self._piece_size, final=True):
-            yield epb.ExportRequest(data=epb.ExportData(arrow_ipc=piece))
+                for group in pieces.take(self._piece_size):
+                    yield _data_message(group)
+        for group in pieces.take(self._piece_size, final=True):
+            yield _data_message(group)
         yield epb.ExportRequest(end=epb.ExportEnd())
 
     # -- jobs ----------------------------------------------------------------------------------
@@ -529,6 +591,18 @@ class ExportClient:
         finally:
             call.cancel()  # type: ignore[no-untyped-call]
 
+    def _read_views(self, handle: str, *, offset: int) -> Iterator[tuple[int, memoryview]]:
+        """read(), yielding views of the received messages instead of copies (for fetch)."""
+        call = self._read_chunks(
+            apb.ReadArtifactRequest(handle=handle, offset=offset), metadata=self._metadata
+        )
+        try:
+            yield from call
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()  # type: ignore[no-untyped-call]
+
     def fetch(
         self,
         handle: str,
@@ -557,7 +631,7 @@ class ExportClient:
             f.seek(have)
             while have < info.size:
                 try:
-                    for offset, data in self.read(handle, offset=have):
+                    for offset, data in self._read_views(handle, offset=have):
                         if offset != have:
                             raise error_for(
                                 StatusCode.DATA_LOSS, f"chunk at {offset}, expected {have}"

@@ -1,0 +1,40 @@
+"""The fast path for data messages reads exactly what protobuf would, and only that shape."""
+
+from __future__ import annotations
+
+import pytest
+from exportd.server.exports import DataPiece
+from exportd.server.servicer import parse_export_request
+from exportd.v1 import export_service_pb2 as epb
+from exportd.v1 import formats_pb2 as fpb
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 300, 16_383, 16_384, 4 << 20])
+def test_data_messages_take_the_fast_path(size: int) -> None:
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    raw = epb.ExportRequest(data=epb.ExportData(arrow_ipc=payload)).SerializeToString()
+    parsed = parse_export_request(raw)
+    assert isinstance(parsed, DataPiece)
+    assert bytes(parsed.data) == epb.ExportRequest.FromString(raw).data.arrow_ipc == payload
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        epb.ExportRequest(spec=epb.ExportSpec(format=fpb.FORMAT_CSV, file_name="x.csv")),
+        epb.ExportRequest(end=epb.ExportEnd()),
+        epb.ExportRequest(cancel=epb.ExportCancel(reason="stop")),
+        epb.ExportRequest(),
+    ],
+)
+def test_other_messages_are_parsed_by_protobuf(message: epb.ExportRequest) -> None:
+    parsed = parse_export_request(message.SerializeToString())
+    assert isinstance(parsed, epb.ExportRequest) and parsed == message
+
+
+def test_data_with_trailing_fields_falls_back() -> None:
+    raw = epb.ExportRequest(data=epb.ExportData(arrow_ipc=b"abc")).SerializeToString()
+    extra = raw + epb.ExportRequest(end=epb.ExportEnd()).SerializeToString()
+    parsed = parse_export_request(extra)
+    assert isinstance(parsed, epb.ExportRequest)
+    assert parsed.WhichOneof("kind") == "end"  # protobuf's last-one-wins, not the fast path
