@@ -19,7 +19,6 @@ from typing import Any
 
 import grpc
 from exportd.v1 import artifact_service_pb2 as apb
-from exportd.v1 import artifact_service_pb2_grpc as apb_grpc
 from exportd.v1 import export_service_pb2 as epb
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -40,7 +39,13 @@ from .metrics import (
     MetricsEndpoint,
     serve_metrics,
 )
-from .servicer import ArtifactServicer, ExportServicer, TenantOf, add_export_service
+from .servicer import (
+    ArtifactServicer,
+    ExportServicer,
+    TenantOf,
+    add_artifact_service,
+    add_export_service,
+)
 
 log = logging.getLogger("exportd.server")
 
@@ -184,7 +189,7 @@ def create_server(config: ServerConfig) -> RunningServer:
         ExportServicer(exports, jobs, default_ttl=config.artifact_ttl, tenant_of=tenant_of),
         server,
     )
-    apb_grpc.add_ArtifactServiceServicer_to_server(
+    add_artifact_service(
         ArtifactServicer(
             artifacts, chunk_size=min(config.chunk_size, 1 << 20), tenant_of=tenant_of
         ),

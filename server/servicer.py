@@ -94,31 +94,61 @@ def parse_export_request(raw: bytes) -> epb.ExportRequest | DataPiece:
     return epb.ExportRequest.FromString(raw)
 
 
-class _ExportDeserializer:
-    """Stands in for a grpc.Server while the generated code registers ExportService, swapping in
-    parse_export_request for Export's request deserializer; every other method is untouched."""
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
-    def __init__(self, server: grpc.Server) -> None:
+
+def encode_chunk(offset: int, data: bytes) -> bytes:
+    """ReadArtifactResponse{offset, data} encoded by hand: one copy of the file bytes, where
+    building and serializing the message would make two."""
+    head = b"\x08" + _encode_varint(offset) if offset else b""
+    if not data:  # proto3 leaves empty fields out
+        return head
+    return b"".join([head, b"\x12", _encode_varint(len(data)), data])
+
+
+def _serialize(message: Any) -> bytes:
+    return message if isinstance(message, bytes) else bytes(message.SerializeToString())
+
+
+class _HandlerOverrides:
+    """Stands in for a grpc.Server while generated code registers a service, replacing the
+    (de)serializers of the bulk-byte methods; every other method is registered as generated."""
+
+    def __init__(self, server: grpc.Server, overrides: dict[str, dict[str, Any]]) -> None:
         self._server = server
+        self._overrides = overrides
 
     def add_generic_rpc_handlers(
         self, handlers: Iterable[grpc.GenericRpcHandler[Any, Any]]
     ) -> None:
-        pass  # the registered handlers below serve every ExportService method
+        pass  # the registered handlers below serve every method of the service
 
     def add_registered_method_handlers(
         self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
     ) -> None:
-        handlers = dict(handlers)
-        handlers["Export"] = handlers["Export"]._replace(  # type: ignore[attr-defined]
-            request_deserializer=parse_export_request
-        )
-        self._server.add_registered_method_handlers(service, handlers)  # type: ignore[attr-defined]
+        replaced = {
+            name: handler._replace(**self._overrides.get(name, {}))  # type: ignore[attr-defined]
+            for name, handler in handlers.items()
+        }
+        self._server.add_registered_method_handlers(service, replaced)  # type: ignore[attr-defined]
 
 
 def add_export_service(servicer: ExportServicer, server: grpc.Server) -> None:
     """Register ExportService on ``server`` with the fast data-message deserializer."""
-    epb_grpc.add_ExportServiceServicer_to_server(servicer, _ExportDeserializer(server))  # type: ignore[arg-type]
+    overrides = {"Export": {"request_deserializer": parse_export_request}}
+    epb_grpc.add_ExportServiceServicer_to_server(servicer, _HandlerOverrides(server, overrides))  # type: ignore[arg-type]
+
+
+def add_artifact_service(servicer: ArtifactServicer, server: grpc.Server) -> None:
+    """Register ArtifactService on ``server``; ReadArtifact sends chunks encoded by encode_chunk."""
+    overrides = {"ReadArtifact": {"response_serializer": _serialize}}
+    apb_grpc.add_ArtifactServiceServicer_to_server(servicer, _HandlerOverrides(server, overrides))  # type: ignore[arg-type]
 
 
 def _inputs(requests: Iterator[epb.ExportRequest | DataPiece]) -> Iterator[Input]:
@@ -258,9 +288,10 @@ class ArtifactServicer(apb_grpc.ArtifactServiceServicer):
         self._chunk_size = chunk_size
         self._tenant_of = tenant_of
 
-    def ReadArtifact(
+    def ReadArtifact(  # type: ignore[override]  # yields pre-encoded messages
         self, request: apb.ReadArtifactRequest, context: grpc.ServicerContext
-    ) -> Iterator[apb.ReadArtifactResponse]:
+    ) -> Iterator[bytes]:
+        """Chunks as encoded ReadArtifactResponse messages (see add_artifact_service)."""
         try:
             chunks = self._store.read(
                 request.handle,
@@ -272,7 +303,7 @@ class ArtifactServicer(apb_grpc.ArtifactServiceServicer):
             for offset, data in chunks:
                 if not context.is_active():
                     return
-                yield apb.ReadArtifactResponse(offset=offset, data=data)
+                yield encode_chunk(offset, data)
         except ExportdError as exc:
             abort(context, exc)
 

@@ -38,3 +38,21 @@ def test_data_with_trailing_fields_falls_back() -> None:
     parsed = parse_export_request(extra)
     assert isinstance(parsed, epb.ExportRequest)
     assert parsed.WhichOneof("kind") == "end"  # protobuf's last-one-wins, not the fast path
+
+
+@pytest.mark.parametrize(
+    ("offset", "size"), [(0, 0), (0, 5), (1, 1), (300, 128), (1 << 40, 1 << 20)]
+)
+def test_chunks_encoded_by_hand_are_the_protobuf_message(offset: int, size: int) -> None:
+    from exportd.client._client import _parse_chunk
+    from exportd.server.servicer import encode_chunk
+    from exportd.v1 import artifact_service_pb2 as apb
+
+    data = bytes(i % 251 for i in range(size))
+    raw = encode_chunk(offset, data)
+    assert apb.ReadArtifactResponse.FromString(raw) == apb.ReadArtifactResponse(
+        offset=offset, data=data
+    )
+    assert raw == apb.ReadArtifactResponse(offset=offset, data=data).SerializeToString()
+    parsed_offset, view = _parse_chunk(raw)
+    assert (parsed_offset, bytes(view)) == (offset, data)

@@ -579,22 +579,16 @@ class ExportClient:
 
     def read(self, handle: str, *, offset: int = 0, limit: int = 0) -> Iterator[tuple[int, bytes]]:
         """(offset, bytes) chunks of a kept file from ``offset``; ≤ ``limit`` bytes (0: all)."""
-        call = self._artifacts.ReadArtifact(
+        for chunk_offset, view in self._read_views(handle, offset=offset, limit=limit):
+            yield chunk_offset, bytes(view)
+
+    def _read_views(
+        self, handle: str, *, offset: int, limit: int = 0
+    ) -> Iterator[tuple[int, memoryview]]:
+        """read(), yielding views of the received messages instead of copies."""
+        call = self._read_chunks(
             apb.ReadArtifactRequest(handle=handle, offset=offset, limit=limit),
             metadata=self._metadata,
-        )
-        try:
-            for chunk in call:
-                yield chunk.offset, chunk.data
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
-        finally:
-            call.cancel()  # type: ignore[no-untyped-call]
-
-    def _read_views(self, handle: str, *, offset: int) -> Iterator[tuple[int, memoryview]]:
-        """read(), yielding views of the received messages instead of copies (for fetch)."""
-        call = self._read_chunks(
-            apb.ReadArtifactRequest(handle=handle, offset=offset), metadata=self._metadata
         )
         try:
             yield from call
