@@ -800,7 +800,7 @@ def report(bench: Bench, quick: bool, only: list[str] | None, seconds: float) ->
         "(bench/refdata.py, equal to tests/support.py's table).",
         "- Times are medians of "
         f"{bench.sizes.repeats} runs (the pair: interleaved sequential/concurrent runs), "
-        "except the openpyxl and LongTable baselines and the large PDF (one run each). "
+        "except the openpyxl and LongTable baselines (one run each). "
         "Figures of one row vary from run to run on this 2-core VM (the CSV ratio was 2.6 and "
         "2.8 in two full runs); judge a borderline row over several runs.",
         "- exportd times: `ExportClient.export(table, fmt, output=path)` — Arrow upload, "
