@@ -207,9 +207,9 @@ class _Pieces(io.RawIOBase):
         if self.size <= piece_size * 3 // 2:
             # Everything written since the last message, whole batches only: the server then
             # reads each record batch body from one message, as a view rather than a join.
-            group, self.parts, self.size = self.parts, [], 0
-            if group:
-                yield group
+            whole, self.parts, self.size = self.parts, [], 0
+            if whole:
+                yield whole
             return
         group: list[bytes] = []
         grouped = 0
