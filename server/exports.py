@@ -265,7 +265,7 @@ class Exports:
                 pending,
                 stream=spec.delivery.streams,
                 chunk_size=self.chunk_size,
-                max_buffer=4 * self.chunk_size,
+                max_buffer=2 * self.chunk_size,
             )
             render = _Render(self, job, spec, feed, sink, scratch, is_active)
             worker = threading.Thread(target=render.run, name=f"render-{job.job_id}", daemon=True)

@@ -324,7 +324,7 @@ class ExportClient:
         root_certificates: bytes | None = None,
         private_key: bytes | None = None,
         certificate_chain: bytes | None = None,
-        piece_size: int = 4 << 20,
+        piece_size: int = 2 << 20,
     ) -> None:
         options = [
             # Chunks and data pieces are at most 1 MiB plus framing; allow the server's 8 MiB.
