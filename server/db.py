@@ -58,13 +58,23 @@ class Database:
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA foreign_keys=ON")
 
-    def execute(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+    def execute(self, sql: str, params: Params = (), *, synced: bool = True) -> list[sqlite3.Row]:
         """Run one statement and return all its rows (empty for writes).
 
-        Outside a transaction the statement is committed (and synced) before this returns.
+        Outside a transaction the statement is committed before this returns, and synced to disk
+        unless ``synced`` is False. An unsynced commit survives the process being killed (WAL
+        pages are in the OS's hands) and becomes durable against power loss with the next synced
+        commit, since the WAL is written in order; it costs no fsync.
         """
         with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+            relax = not synced and not self._conn.in_transaction
+            if relax:
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            finally:
+                if relax:
+                    self._conn.execute("PRAGMA synchronous=FULL")
 
     def execute_rowcount(self, sql: str, params: Params = ()) -> int:
         """Run one writing statement and return how many rows it changed.
@@ -89,7 +99,7 @@ class Database:
             if self._depth:
                 raise RuntimeError("executescript() inside a transaction")
             try:
-                self._conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nCOMMIT;")
+                self._conn.executescript(f"BEGIN IMMEDIATE;\n{sql.rstrip().rstrip(';')};\nCOMMIT;")
             except BaseException:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")

@@ -12,6 +12,7 @@ ErrorInfo carrying ``reason``), so exporters, the governor and the stores stay f
     ├── OutOfRange               a read offset past the end of a file
     ├── FailedPrecondition       the request cannot apply to the current state
     ├── DataLoss                 a stored file no longer matches its checksum
+    ├── Internal                 a bug: logged with its traceback, the job marked
     └── Unavailable              the server is shutting down
 """
 
@@ -74,6 +75,11 @@ class FailedPrecondition(ExportdError):
 class DataLoss(ExportdError):
     code = "DATA_LOSS"
     default_reason = "DATA_LOSS"
+
+
+class Internal(ExportdError):
+    code = "INTERNAL"
+    default_reason = "INTERNAL"
 
 
 class Unavailable(ExportdError):

@@ -244,7 +244,6 @@ class Exports:
         info = FORMATS[spec.format]
         started = time.monotonic()
         self.jobs.set_state(job, JobState.RECEIVING, rows_total=spec.expected_rows)
-        yield JobProgress(job.progress)
         scratch = self.scratch_root / job.job_id
         if info.spools:
             scratch.mkdir()
@@ -270,6 +269,8 @@ class Exports:
             render = _Render(self, job, spec, feed, sink, scratch, is_active)
             worker = threading.Thread(target=render.run, name=f"render-{job.job_id}", daemon=True)
             worker.start()
+            # Reported once the worker runs, so it reads the first data while this is sent.
+            yield JobProgress(job.progress)
             last_report = time.monotonic()
             state = job.state
             while not render.done.is_set():

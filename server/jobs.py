@@ -1,10 +1,11 @@
 """The job registry: every export's record, its state machine, and live events for watchers.
 
 States move QUEUED → RECEIVING → RENDERING → SUCCEEDED | FAILED | CANCELLED and never back. A
-job's creation and its end are written to SQLite at once (WAL, synchronous=FULL), so job history
-and handles survive a restart; the states and progress in between live in memory only, because a
-job left unfinished by a crash is marked FAILED "server restarted" when the registry opens,
-whatever its last state was.
+job's creation and its end are written to SQLite at once (WAL), so job history and handles survive
+a restart, a killed process included; the end of a job that kept a file is also synced to disk
+(synchronous=FULL) before the client hears of it, so its handle survives a power loss too. The
+states and progress in between live in memory only, because a job left unfinished by a crash is
+marked FAILED "server restarted" when the registry opens, whatever its last state was.
 
 Watchers follow a job by version number: every publish bumps ``Job.version`` and wakes them, and
 each reads the newest snapshot, so a slow watcher skips stale progress instead of queueing it.
@@ -200,6 +201,8 @@ class JobRegistry:
                 delivery=delivery,
                 created_at=self._clock(),
             )
+            # Unsynced: a kill -9 keeps the row, and the job's end (synced) makes it durable with
+            # it; only a power loss in between could drop a job that never finished anyway.
             self._db.execute(
                 "INSERT INTO jobs (job_id, tenant, format, file_name, priority, request_id, "
                 "delivery, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -214,6 +217,7 @@ class JobRegistry:
                     job.state.value,
                     job.created_at,
                 ),
+                synced=False,
             )
             self._remember(job)
             return job, True
@@ -354,6 +358,10 @@ class JobRegistry:
                     json.dumps(asdict(error)) if error else None,
                     job.job_id,
                 ),
+                # Synced when the job kept a file, so its handle and history are on disk
+                # together; a streamed file is already the client's, and its record survives
+                # a killed process unsynced.
+                synced=bool(result and result.handle),
             )
             self._publish(job)
 

@@ -22,7 +22,7 @@ from grpc_status import rpc_status
 
 from . import _mapping as m
 from .artifacts import ArtifactStore
-from .errors import ExportdError, InvalidArgument, ResourceExhausted
+from .errors import ExportdError, Internal, InvalidArgument, ResourceExhausted
 from .exports import CancelRequest, DataPiece, EndOfData, Exports, Input
 from .jobs import JobRegistry
 
@@ -207,6 +207,9 @@ class ExportServicer(epb_grpc.ExportServiceServicer):
                 yield _event_to_proto(event)
         except ExportdError as exc:
             abort(context, exc)
+        except Exception as exc:  # a bug: the job is marked and logged; tell the client plainly
+            log.exception("export failed unexpectedly")
+            abort(context, Internal(f"internal error: {exc}; the server log has details"))
 
     def GetJob(
         self, request: epb.GetJobRequest, context: grpc.ServicerContext
