@@ -235,12 +235,12 @@ _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 def _tune_allocator() -> None:
     """Fix glibc's malloc thresholds for a process that moves megabyte buffers all day.
 
-    Data messages and file chunks are 1–2 MiB each. By default glibc raises its mmap threshold
+    Data messages and file chunks are 1-2 MiB each. By default glibc raises its mmap threshold
     every time such a block is freed and trims the heap top eagerly, so a long export both keeps
     growing its peak and pays page faults for every new buffer. Fixed values keep them on a heap
     that is reused rather than returned and refetched. Measured with ``make bench`` on 2 cores:
-    1M-row XLSX peak RSS ratio 1.35 → 1.21–1.24, upload 0.63 → 0.68–0.72 and download 0.82 →
-    0.91–0.95 of Flight. Other C libraries are left as they are.
+    1M-row XLSX peak RSS ratio 1.35 → 1.21 to 1.24, upload 0.63 → 0.68 to 0.72 and download 0.82 →
+    0.91 to 0.95 of Flight. Other C libraries are left as they are.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
