@@ -121,7 +121,7 @@ def test_stream_to_path_and_both_deliveries(
 ) -> None:
     out = tmp_path / "orders.csv"
     result = client.export(table, "csv", output=out, delivery="stream_and_handle")
-    assert result.path == out and not Path(str(out) + ".part").exists()
+    assert result.path == out and not list(tmp_path.glob("*.part"))
     assert hashlib.sha256(out.read_bytes()).hexdigest() == result.sha256
     assert result.handle and result.file_name == "orders.csv"
     assert b"".join(d for _, d in client.read(result.handle)) == out.read_bytes()
@@ -427,3 +427,20 @@ def test_list_jobs_by_state_sees_running_jobs(server: RunningServer, table: pa.T
         release.set()
         t.join(30)
         assert [j.job_id for j in b.list_jobs(states=["succeeded"])] == ids
+
+
+def test_two_exports_to_one_path_do_not_collide(client: ExportClient, tmp_path: Path) -> None:
+    out = tmp_path / "same.csv"
+    tables = [reference_table(20_000), reference_table(20_000, start=10**6)]
+    results: list[object] = []
+    threads = [
+        threading.Thread(target=lambda t=t: results.append(client.export(t, "csv", output=out)))
+        for t in tables
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(results) == 2 and not list(tmp_path.glob("*.part"))
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    assert digest in {r.sha256 for r in results}  # type: ignore[attr-defined]

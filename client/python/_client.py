@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -392,7 +393,8 @@ class ExportClient:
         """Export ``data`` (a Table, RecordBatchReader or iterable of batches) as ``format``.
 
         With delivery "stream" (the default) the file comes back on the stream: written to
-        ``output`` (a path — written to "<path>.part", then renamed — or a binary file object), or
+        ``output`` (a path — written to "<path>.<random>.part", then renamed — or a binary file
+        object), or
         returned in ``result.data`` when no output is given. With delivery "handle" the server
         keeps the file and ``result.handle`` names it for fetch(). The received bytes are checked
         against the server's sha256. ``options`` are the format's options by name (see the
@@ -420,7 +422,8 @@ class ExportClient:
         buffer: io.BytesIO | None = None
         if streamed:
             if isinstance(output, str | Path):
-                part = Path(str(output) + ".part")
+                # Unique per export, so two exports to the same path never write one file.
+                part = Path(f"{output}.{secrets.token_hex(4)}.part")
                 sink = open(part, "wb")  # noqa: SIM115 - closed in finally
             elif output is not None:
                 sink = output
