@@ -7,7 +7,6 @@ import hashlib
 import json
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -25,7 +24,7 @@ from exportd.server.app import RunningServer
 from exportd.server.jobs import JobState
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from support import ServerFactory, reference_table
+from support import ServerFactory, reference_table, wait_for
 
 TOKENS = {"acme": "acme-secret-token", "globex": "globex-secret-token"}
 
@@ -52,15 +51,6 @@ def held(table: pa.Table, release: threading.Event) -> object:
     yield batches[0]
     assert release.wait(30)
     yield from batches[1:]
-
-
-def wait_for(predicate: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 def test_missing_or_wrong_token_is_unauthenticated(authed: RunningServer, table: pa.Table) -> None:

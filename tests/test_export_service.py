@@ -33,7 +33,7 @@ from exportd.v1 import export_service_pb2 as epb
 from exportd.v1 import export_service_pb2_grpc as epb_grpc
 from exportd.v1 import formats_pb2 as fpb
 from python_calamine import CalamineWorkbook
-from support import ServerFactory, reference_table
+from support import ServerFactory, reference_table, wait_for
 
 
 def held_batches(
@@ -45,15 +45,6 @@ def held_batches(
         if i == after:
             assert release.wait(30), "test never released the export"
         yield batch
-
-
-def wait_for(predicate: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 def check_file(fmt: str, data: bytes, table: pa.Table, tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +31,7 @@ from exportd.server.config import (
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
-from support import ServerFactory, reference_table
+from support import ServerFactory, reference_table, wait_for
 
 EXPORTD = str(Path(sys.executable).parent / "exportd")
 
@@ -69,15 +68,6 @@ def held(table: pa.Table, release: threading.Event) -> Iterator[pa.RecordBatch]:
     yield batches[0]
     release.wait(60)
     yield from batches[1:]
-
-
-def wait_for(predicate: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 # -- configuration -------------------------------------------------------------------------------
