@@ -588,3 +588,11 @@ def test_every_compression_level_reads_back_and_output_is_reproducible(tmp_path:
         assert rows[1:] == [[i, str(i)] for i in range(n)]
         sizes[level] = len(data)
     assert sizes[0] > 3 * max(sizes[level] for level in range(1, 10))
+
+
+def test_wide_characters_count_twice_in_column_widths(tmp_path: Path) -> None:
+    table = pa.table({"latin": ["abcdefghij"] * 3, "cjk": ["東京都渋谷区神南一丁目"] * 3})
+    path, _ = export_table(tmp_path, table)
+    ws = openpyxl.load_workbook(path).worksheets[0]
+    latin, cjk = ws.column_dimensions["A"].width, ws.column_dimensions["B"].width
+    assert cjk >= 2 * 11 and cjk > latin  # eleven wide characters take 22 columns

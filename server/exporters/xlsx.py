@@ -101,6 +101,11 @@ _CHUNK_BYTES = 2 << 20
 """Rough size of the XML rendered per step: bounds memory and keeps string offsets in 32 bits."""
 _MAX_CHUNK_ROWS = 8_192
 _WIDTH_SAMPLE_ROWS = 1_000
+_WIDE_CHARACTERS = (
+    "[\u1100-\u115f\u2e80-\u303e\u3041-\u33ff\u3400-\u4dbf\u4e00-\u9fff\ua000-\ua4cf"
+    "\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60\uffe0-\uffe6]"
+)
+"""East Asian Wide and Fullwidth ranges (Unicode UAX #11), counted twice in column widths."""
 _MAX_WIDTH = 60.0
 _MIN_WIDTH = 6.0
 _SHEET_NAME_FORBIDDEN = re.compile(r"[\\/?*\[\]:\x00-\x1f\ufffe\uffff]")
@@ -656,12 +661,17 @@ class XlsxEncoder:
         return result
 
     def _width(self, chars: int) -> float:
+        """Column width in characters for content ``chars`` display columns wide."""
         return float(min(_MAX_WIDTH, max(_MIN_WIDTH, chars + 2)))
 
     def _sample_width(self, field: pa.Field, shown: pa.Array | None) -> float:
         longest = 0
         if shown is not None and len(shown):
-            lengths = pc.utf8_length(shown.slice(0, _WIDTH_SAMPLE_ROWS))
+            sample = shown.slice(0, _WIDTH_SAMPLE_ROWS)
+            # East Asian wide characters take two columns of a spreadsheet cell.
+            lengths = pc.add(
+                pc.utf8_length(sample), pc.count_substring_regex(sample, _WIDE_CHARACTERS)
+            )
             longest = int(pc.max(lengths).as_py() or 0)
         fmt = self._ctx.common.number_formats.get(field.name) or self._default_format(field)
         if fmt:
