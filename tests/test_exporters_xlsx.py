@@ -336,6 +336,7 @@ def test_options_turn_features_off(tmp_path: Path) -> None:
 
 def test_sanitize_sheet_name() -> None:
     assert sanitize_sheet_name("a" * 40) == "a" * 31
+    assert sanitize_sheet_name("history") == "History (data)"  # reserved by Excel
     assert sanitize_sheet_name("[]:*?/\\") == "Export"
     assert sanitize_sheet_name("'quoted'") == "quoted"
     assert sanitize_sheet_name("tab\there") == "tabhere"

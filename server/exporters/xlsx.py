@@ -123,9 +123,11 @@ _NUM_CLOSE = "</v></c>"
 def sanitize_sheet_name(name: str, default: str = "Export") -> str:
     """A valid worksheet name from ``name``: characters Excel forbids (``\\ / ? * [ ] :`` and
     control characters) removed, leading and trailing apostrophes and spaces stripped, at most 31
-    characters; ``default`` when nothing is left."""
+    characters, never the reserved "History"; ``default`` when nothing is left."""
     cleaned = _SHEET_NAME_FORBIDDEN.sub("", name).strip().strip("'").strip()
     cleaned = cleaned[:31].rstrip().rstrip("'")
+    if cleaned.lower() == "history":  # Excel reserves it for change tracking
+        cleaned = "History (data)"
     return cleaned or default
 
 
