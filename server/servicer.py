@@ -141,7 +141,9 @@ class _HandlerOverrides:
 
 def add_export_service(servicer: ExportServicer, server: grpc.Server) -> None:
     """Register ExportService on ``server`` with the fast data-message deserializer."""
-    overrides = {"Export": {"request_deserializer": parse_export_request}}
+    overrides = {
+        "Export": {"request_deserializer": parse_export_request, "response_serializer": _serialize}
+    }
     epb_grpc.add_ExportServiceServicer_to_server(servicer, _HandlerOverrides(server, overrides))  # type: ignore[arg-type]
 
 
@@ -185,11 +187,11 @@ class ExportServicer(epb_grpc.ExportServiceServicer):
         self._default_ttl = default_ttl
         self._tenant_of = tenant_of
 
-    def Export(
+    def Export(  # type: ignore[override]  # chunks are pre-encoded messages
         self,
         request_iterator: Iterator[epb.ExportRequest | DataPiece],
         context: grpc.ServicerContext,
-    ) -> Iterator[epb.ExportResponse]:
+    ) -> Iterator[epb.ExportResponse | bytes]:
         try:
             first = next(request_iterator, None)
             if not isinstance(first, epb.ExportRequest) or first.WhichOneof("kind") != "spec":
@@ -265,11 +267,13 @@ class ExportServicer(epb_grpc.ExportServiceServicer):
         return epb.ListJobsResponse(jobs=[m.job_to_proto(j) for j in jobs], next_page_token=token)
 
 
-def _event_to_proto(event: object) -> epb.ExportResponse:
+def _event_to_proto(event: object) -> epb.ExportResponse | bytes:
     from .exports import Accepted, Chunk, Completed, JobProgress
 
     if isinstance(event, Chunk):
-        return epb.ExportResponse(chunk=epb.FileChunk(offset=event.offset, data=event.data))
+        # ExportResponse{chunk: FileChunk{offset, data}} (field 3), encoded by hand.
+        inner = encode_chunk(event.offset, event.data)
+        return b"".join([b"\x1a", _encode_varint(len(inner)), inner])
     if isinstance(event, JobProgress):
         return epb.ExportResponse(progress=m.progress_to_proto(event.progress))
     if isinstance(event, Accepted):

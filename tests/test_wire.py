@@ -56,3 +56,20 @@ def test_chunks_encoded_by_hand_are_the_protobuf_message(offset: int, size: int)
     assert raw == apb.ReadArtifactResponse(offset=offset, data=data).SerializeToString()
     parsed_offset, view = _parse_chunk(raw)
     assert (parsed_offset, bytes(view)) == (offset, data)
+
+
+@pytest.mark.parametrize(("offset", "size"), [(0, 0), (0, 7), (5, 300), (1 << 33, 1 << 20)])
+def test_export_chunks_encoded_by_hand_are_the_protobuf_message(offset: int, size: int) -> None:
+    from exportd.client._client import _parse_export_response
+    from exportd.server.exports import Chunk
+    from exportd.server.servicer import _event_to_proto
+
+    data = bytes(i % 253 for i in range(size))
+    raw = _event_to_proto(Chunk(offset, data))
+    assert isinstance(raw, bytes)
+    expected = epb.ExportResponse(chunk=epb.FileChunk(offset=offset, data=data))
+    assert epb.ExportResponse.FromString(raw) == expected
+    parsed = _parse_export_response(raw)
+    assert isinstance(parsed, tuple) and (parsed[0], bytes(parsed[1])) == (offset, data)
+    other = epb.ExportResponse(accepted=epb.ExportAccepted(job_id="job_x")).SerializeToString()
+    assert _parse_export_response(other) == epb.ExportResponse.FromString(other)

@@ -267,6 +267,19 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
+def _parse_export_response(raw: bytes) -> epb.ExportResponse | tuple[int, memoryview]:
+    """An ExportResponse; a file chunk comes back as (offset, data view) without protobuf's copy."""
+    if raw[:1] == b"\x1a":
+        try:
+            size, pos = _read_varint(raw, 1)
+            if pos + size == len(raw):
+                offset, data = _parse_chunk(raw[pos:])
+                return offset, data
+        except (IndexError, ValueError):
+            pass
+    return epb.ExportResponse.FromString(raw)
+
+
 def _parse_chunk(raw: bytes) -> tuple[int, memoryview]:
     """A ReadArtifactResponse as (offset, data view), without protobuf's copy of the data."""
     offset, data, pos = 0, memoryview(b""), 0
@@ -350,7 +363,7 @@ class ExportClient:
         self._export_call = self._channel.stream_stream(
             "/exportd.v1.ExportService/Export",
             request_serializer=_serialize_export_request,
-            response_deserializer=epb.ExportResponse.FromString,
+            response_deserializer=_parse_export_response,
         )
         self._read_chunks = self._channel.unary_stream(
             "/exportd.v1.ArtifactService/ReadArtifact",
@@ -442,19 +455,20 @@ class ExportClient:
             stopper.start()
         try:
             for response in call:
-                kind = response.WhichOneof("kind")
-                if kind == "chunk":
+                if isinstance(response, tuple):  # a file chunk: (offset, data view)
+                    offset, data = response
                     if sink is None:
                         continue
-                    if response.chunk.offset != written:
+                    if offset != written:
                         raise error_for(
-                            StatusCode.DATA_LOSS,
-                            f"chunk at offset {response.chunk.offset}, expected {written}",
+                            StatusCode.DATA_LOSS, f"chunk at offset {offset}, expected {written}"
                         )
-                    sink.write(response.chunk.data)
-                    digest.update(response.chunk.data)
-                    written += len(response.chunk.data)
-                elif kind == "progress" and on_progress is not None:
+                    sink.write(data)
+                    digest.update(data)
+                    written += len(data)
+                    continue
+                kind = response.WhichOneof("kind")
+                if kind == "progress" and on_progress is not None:
                     on_progress(Progress._from(response.progress))
                 elif kind == "accepted" and on_accepted is not None:
                     on_accepted(response.accepted.job_id)
