@@ -601,15 +601,14 @@ class ExportClient:
         response = self._unary(self._artifacts.RenewArtifact, request)
         return ArtifactInfo._from(response.artifact)
 
-    def read(self, handle: str, *, offset: int = 0, limit: int = 0) -> Iterator[tuple[int, bytes]]:
-        """(offset, bytes) chunks of a kept file from ``offset``; ≤ ``limit`` bytes (0: all)."""
-        for chunk_offset, view in self._read_views(handle, offset=offset, limit=limit):
-            yield chunk_offset, bytes(view)
-
-    def _read_views(
-        self, handle: str, *, offset: int, limit: int = 0
+    def read(
+        self, handle: str, *, offset: int = 0, limit: int = 0
     ) -> Iterator[tuple[int, memoryview]]:
-        """read(), yielding views of the received messages instead of copies."""
+        """(offset, data) chunks of a kept file from ``offset``; ≤ ``limit`` bytes (0: all).
+
+        ``data`` is a read-only memoryview of the received message (no copy): write it, hash
+        it or join it as it is, and call ``bytes(data)`` only where bytes are needed.
+        """
         call = self._read_chunks(
             apb.ReadArtifactRequest(handle=handle, offset=offset, limit=limit),
             metadata=self._metadata,
@@ -649,7 +648,7 @@ class ExportClient:
             f.seek(have)
             while have < info.size:
                 try:
-                    for offset, data in self._read_views(handle, offset=have):
+                    for offset, data in self.read(handle, offset=have):
                         if offset != have:
                             raise error_for(
                                 StatusCode.DATA_LOSS, f"chunk at {offset}, expected {have}"
