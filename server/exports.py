@@ -888,8 +888,9 @@ class _TeeSink(io.RawIOBase):
                 self._changed.wait_for(lambda: self._shut or len(self._buffer) < self._max_buffer)
                 if self._shut:
                     raise Cancelled("the export stopped while its file was written")
+                before = len(self._buffer)
                 self._buffer += view
-                if len(self._buffer) >= self._chunk_size:
+                if before < self._chunk_size <= len(self._buffer):  # a chunk just became ready
                     self._changed.notify_all()
             self.size += len(view)
         return len(view)

@@ -205,9 +205,10 @@ class _Pieces(io.RawIOBase):
         """
         if self.size < piece_size and not final:
             return
-        if self.size <= piece_size * 3 // 2:
-            # Everything written since the last message, whole batches only: the server then
-            # reads each record batch body from one message, as a view rather than a join.
+        if self.size <= piece_size * 3:
+            # Everything written since the last message, whole batches only (up to three
+            # pieces, within the server's 8 MiB message limit): the server then reads each
+            # record batch body from one message, as a view rather than a join.
             whole, self.parts, self.size = self.parts, [], 0
             if whole:
                 yield whole
