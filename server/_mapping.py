@@ -16,6 +16,7 @@ from exportd.v1 import export_service_pb2 as epb
 from exportd.v1 import formats_pb2 as fpb
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import code_pb2
 
 from .artifacts import Artifact
 from .errors import InvalidArgument
@@ -364,29 +365,9 @@ def completed_to_proto(job_id: str, r: JobResult) -> epb.ExportCompleted:
     )
 
 
-GRPC_CODE_NUMBERS = {
-    "OK": 0,
-    "CANCELLED": 1,
-    "UNKNOWN": 2,
-    "INVALID_ARGUMENT": 3,
-    "DEADLINE_EXCEEDED": 4,
-    "NOT_FOUND": 5,
-    "ALREADY_EXISTS": 6,
-    "PERMISSION_DENIED": 7,
-    "RESOURCE_EXHAUSTED": 8,
-    "FAILED_PRECONDITION": 9,
-    "ABORTED": 10,
-    "OUT_OF_RANGE": 11,
-    "UNIMPLEMENTED": 12,
-    "INTERNAL": 13,
-    "UNAVAILABLE": 14,
-    "DATA_LOSS": 15,
-    "UNAUTHENTICATED": 16,
-}
-
-
 def failure_to_proto(f: JobFailure) -> epb.JobError:
-    return epb.JobError(code=GRPC_CODE_NUMBERS.get(f.code, 2), message=f.message, reason=f.reason)
+    code = getattr(code_pb2, f.code, code_pb2.UNKNOWN)  # the same names as in servicer.abort
+    return epb.JobError(code=code, message=f.message, reason=f.reason)
 
 
 def job_to_proto(job: Job) -> epb.Job:

@@ -38,7 +38,8 @@ def _read_input(path: str) -> tuple[DataSource, int | None]:
         reader = pa.RecordBatchReader.from_batches(pf.schema_arrow, pf.iter_batches(65_536))
         return reader, pf.metadata.num_rows
     if suffix in (".arrow", ".feather", ".ipc"):
-        f = pa.ipc.open_file(path)
+        # Memory-mapped: counting rows and then streaming the batches reads the file once.
+        f = pa.ipc.open_file(pa.memory_map(path))
 
         def batches() -> Iterator[pa.RecordBatch]:
             for i in range(f.num_record_batches):
