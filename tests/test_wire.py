@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from exportd.server.exports import DataPiece
 from exportd.server.servicer import parse_export_request
@@ -73,3 +75,46 @@ def test_export_chunks_encoded_by_hand_are_the_protobuf_message(offset: int, siz
     assert isinstance(parsed, tuple) and (parsed[0], bytes(parsed[1])) == (offset, data)
     other = epb.ExportResponse(accepted=epb.ExportAccepted(job_id="job_x")).SerializeToString()
     assert _parse_export_response(other) == epb.ExportResponse.FromString(other)
+
+
+def _ipc_of(table: Any) -> bytes:
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+@pytest.mark.parametrize("piece_size", [1 << 10, 64 << 10, 2 << 20])
+def test_sdk_messages_carry_the_ipc_stream_exactly(piece_size: int) -> None:
+    """The SDK's data messages, cut and grouped from pyarrow's own buffers (views, not copies),
+    concatenate to the very IPC stream pyarrow writes: small pieces, buffers cut across
+    messages, sliced arrays whose offsets pyarrow rewrites, and the batches read back equal."""
+    import pyarrow as pa
+    from exportd.client import ExportClient
+    from exportd.client._client import _data_message
+    from support import reference_table
+
+    whole = pa.Table.from_batches(reference_table(30_000).to_batches(max_chunksize=7_000))
+    sliced = whole.slice(1_234, 20_000)  # buffers with offsets: pyarrow writes new ones
+    big = pa.table({"n": pa.array(range(600_000), pa.int64())})  # one 4.8 MB buffer
+    for table in (whole, sliced, big):
+        client = ExportClient("127.0.0.1:1", piece_size=piece_size)
+        try:
+            spec = epb.ExportSpec(format=fpb.FORMAT_ARROW, file_name="x.arrow")
+            messages = list(client._requests(spec, table.schema, iter(table.to_batches())))
+        finally:
+            client.close()
+        assert messages[0] == epb.ExportRequest(spec=spec)
+        assert messages[-1] == epb.ExportRequest(end=epb.ExportEnd())
+        pieces = []
+        for raw in messages[1:-1]:
+            assert isinstance(raw, bytes) and len(raw) <= 8 << 20
+            parsed = parse_export_request(raw)
+            assert isinstance(parsed, DataPiece)
+            pieces.append(bytes(parsed.data))
+            assert raw == _data_message([bytes(parsed.data)])
+        stream = b"".join(pieces)
+        assert stream == _ipc_of(table)
+        assert pa.ipc.open_stream(stream).read_all().equals(table)

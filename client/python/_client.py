@@ -179,29 +179,36 @@ class ArtifactInfo:
         )
 
 
+# A piece of the IPC stream: bytes pyarrow wrote, a view of a batch's own buffer, or a cut of one.
+_Part: TypeAlias = bytes | memoryview | pa.Buffer
+
+
 class _Pieces(io.RawIOBase):
     """Collects what pyarrow's IPC writer writes, to be sent as data messages."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.parts: list[bytes] = []
+        self.parts: list[_Part] = []
         self.size = 0
 
     def writable(self) -> bool:
         return True
 
-    def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        data = b if isinstance(b, bytes) else bytes(b)
+    def write(self, b: bytes | bytearray | memoryview | pa.Buffer) -> int:
+        # pyarrow hands a record batch's bodies over as pa.Buffer views of the batch's own
+        # memory: kept as they are, the only copy the SDK makes is the one into the message.
+        # Anything else (flatbuffer headers, padding) may be a scratch area and is copied.
+        data: _Part = b if isinstance(b, bytes | pa.Buffer) else bytes(b)
         self.parts.append(data)
         self.size += len(data)
         return len(data)
 
-    def take(self, piece_size: int, *, final: bool = False) -> Iterator[list[bytes]]:
+    def take(self, piece_size: int, *, final: bool = False) -> Iterator[list[_Part]]:
         """Groups of parts of about ``piece_size`` bytes (and the rest when ``final``), each to
         become one data message.
 
-        pyarrow hands over each buffer as its own bytes object; a group is joined only once,
-        into the message itself. A part over 1.5 pieces is cut.
+        pyarrow hands over each buffer on its own; a group is joined only once, into the
+        message itself. A part over 1.5 pieces is cut into views, joined the same way.
         """
         if self.size < piece_size and not final:
             return
@@ -213,16 +220,16 @@ class _Pieces(io.RawIOBase):
             if whole:
                 yield whole
             return
-        group: list[bytes] = []
+        group: list[_Part] = []
         grouped = 0
         for part in self.parts:
             if len(part) > piece_size * 3 // 2:
                 if group:
                     yield group
                     group, grouped = [], 0
-                with memoryview(part) as view:
-                    for start in range(0, len(part), piece_size):
-                        yield [bytes(view[start : start + piece_size])]
+                view = memoryview(part)
+                for start in range(0, len(part), piece_size):
+                    yield [view[start : start + piece_size]]
                 continue
             group.append(part)
             grouped += len(part)
@@ -245,7 +252,7 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _data_message(parts: list[bytes]) -> bytes:
+def _data_message(parts: list[_Part]) -> bytes:
     """ExportRequest{data{arrow_ipc}} encoded by hand from ``parts``: one copy of the bytes,
     where building and serializing the message would make two more."""
     size = sum(len(p) for p in parts)
