@@ -229,7 +229,7 @@ def create_server(config: ServerConfig) -> RunningServer:
     )
 
 
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -2, -3, -8
 
 
 def _tune_allocator() -> None:
@@ -240,13 +240,20 @@ def _tune_allocator() -> None:
     growing its peak and pays page faults for every new buffer. Fixed values keep them on a heap
     that is reused rather than returned and refetched. Measured with ``make bench`` on 2 cores:
     1M-row XLSX peak RSS ratio 1.35 → 1.21 to 1.24, upload 0.63 → 0.68 to 0.72 and download 0.82 →
-    0.91 to 0.95 of Flight. Other C libraries are left as they are.
+    0.91 to 0.95 of Flight.
+
+    An export's buffers are made on one thread (grpc's, the reader's) and freed on another (the
+    render worker's); with an arena per thread each arena keeps its own peak, so the process
+    holds the sum of them. Two arenas (one per core) share the freed space: 1M-row XLSX peak
+    RSS 182-186 → 164-172 MiB, with no change in the two-at-once wall time measured against it.
+    Other C libraries are left as they are.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
         libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
         libc.mallopt(_M_TOP_PAD, 64 << 20)
+        libc.mallopt(_M_ARENA_MAX, 2)
     except (OSError, AttributeError):
         pass
 

@@ -718,9 +718,10 @@ class _Feed(io.RawIOBase):
         self._is_active = is_active
         self._limits = limits
         self._check_cancel = check_cancel
-        # Two messages (at most ~12 MiB) in hand: enough to overlap receiving with decoding,
-        # few enough that a long upload does not raise the server's peak memory.
-        self._queue: queue.Queue[Input | BaseException | None] = queue.Queue(maxsize=2)
+        # One message waiting (and one more in the reader's hand): enough to overlap receiving
+        # with decoding, few enough that a long upload does not raise the server's peak memory.
+        # Measured: a second waiting message gained no upload speed and held ~5 MiB more.
+        self._queue: queue.Queue[Input | BaseException | None] = queue.Queue(maxsize=1)
         self._stop = threading.Event()
         self._piece = memoryview(b"")
         self._ended = False

@@ -89,8 +89,8 @@ def _ipc_of(table: Any) -> bytes:
 @pytest.mark.parametrize("piece_size", [1 << 10, 64 << 10, 2 << 20])
 def test_sdk_messages_carry_the_ipc_stream_exactly(piece_size: int) -> None:
     """The SDK's data messages, cut and grouped from pyarrow's own buffers (views, not copies),
-    concatenate to the very IPC stream pyarrow writes: small pieces, buffers cut across
-    messages, sliced arrays whose offsets pyarrow rewrites, and the batches read back equal."""
+    are all exactly ``piece_size`` but the last and concatenate to the very IPC stream pyarrow
+    writes: buffers cut across messages, sliced arrays whose offsets pyarrow rewrites."""
     import pyarrow as pa
     from exportd.client import ExportClient
     from exportd.client._client import _data_message
@@ -115,6 +115,8 @@ def test_sdk_messages_carry_the_ipc_stream_exactly(piece_size: int) -> None:
             assert isinstance(parsed, DataPiece)
             pieces.append(bytes(parsed.data))
             assert raw == _data_message([bytes(parsed.data)])
+        assert all(len(p) == piece_size for p in pieces[:-1])
+        assert 0 < len(pieces[-1]) <= piece_size
         stream = b"".join(pieces)
         assert stream == _ipc_of(table)
         assert pa.ipc.open_stream(stream).read_all().equals(table)

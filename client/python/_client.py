@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import os
@@ -188,7 +189,7 @@ class _Pieces(io.RawIOBase):
 
     def __init__(self) -> None:
         super().__init__()
-        self.parts: list[_Part] = []
+        self.parts: collections.deque[_Part] = collections.deque()
         self.size = 0
 
     def writable(self) -> bool:
@@ -204,43 +205,29 @@ class _Pieces(io.RawIOBase):
         return len(data)
 
     def take(self, piece_size: int, *, final: bool = False) -> Iterator[list[_Part]]:
-        """Groups of parts of about ``piece_size`` bytes (and the rest when ``final``), each to
-        become one data message.
+        """The stream written so far as groups of exactly ``piece_size`` bytes (and the rest when
+        ``final``), each to become one data message; a part is cut where a message ends.
 
-        pyarrow hands over each buffer on its own; a group is joined only once, into the
-        message itself. A part over 1.5 pieces is cut into views, joined the same way.
+        pyarrow hands over each buffer on its own, and a group is joined only once, into the
+        message itself. Messages of one fixed size bound what an upload holds in flight by
+        bytes, whatever the size of a record batch: the server's peak memory then no longer
+        grows with the batches a client chooses.
         """
-        if self.size < piece_size and not final:
-            return
-        if self.size <= piece_size * 3:
-            # Everything written since the last message, whole batches only (up to three
-            # pieces, within the server's 8 MiB message limit): the server then reads each
-            # record batch body from one message, as a view rather than a join.
-            whole, self.parts, self.size = self.parts, [], 0
-            if whole:
-                yield whole
-            return
-        group: list[_Part] = []
-        grouped = 0
-        for part in self.parts:
-            if len(part) > piece_size * 3 // 2:
-                if group:
-                    yield group
-                    group, grouped = [], 0
-                view = memoryview(part)
-                for start in range(0, len(part), piece_size):
-                    yield [view[start : start + piece_size]]
-                continue
-            group.append(part)
-            grouped += len(part)
-            if grouped >= piece_size:
-                yield group
-                group, grouped = [], 0
-        if final and group:
+        while self.size >= piece_size or (final and self.size):
+            group: list[_Part] = []
+            need = piece_size
+            while need and self.parts:
+                part = self.parts[0]
+                if len(part) <= need:
+                    group.append(self.parts.popleft())
+                    need -= len(part)
+                else:
+                    view = memoryview(part)
+                    group.append(view[:need])
+                    self.parts[0] = view[need:]
+                    need = 0
+            self.size -= piece_size - need
             yield group
-            group, grouped = [], 0
-        self.parts = group
-        self.size = grouped
 
 
 def _varint(value: int) -> bytes:

@@ -97,9 +97,12 @@ _LAST_SERIAL = 2_958_466  # 10000-01-01, exclusive
 _UNITS_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
 _TIME_FORMAT = "hh:mm:ss"
 _DURATION_FORMAT = "[h]:mm:ss"
-_CHUNK_BYTES = 2 << 20
-"""Rough size of the XML rendered per step: bounds memory and keeps string offsets in 32 bits."""
-_MAX_CHUNK_ROWS = 8_192
+_CHUNK_BYTES = 4 << 20
+"""Rough size of the XML rendered per step: bounds memory and keeps string offsets in 32 bits.
+Each step makes a few dozen compute calls whose Python side holds the GIL; 16k-row steps halve
+those against 8k (two XLSX exports at once 0.62 → 0.60 of one after the other, each ~5% faster)
+for ~3 MiB more working memory, and 32k rows gained nothing more."""
+_MAX_CHUNK_ROWS = 16_384
 _WIDTH_SAMPLE_ROWS = 1_000
 _WIDE_CHARACTERS = (
     "[\u1100-\u115f\u2e80-\u303e\u3041-\u33ff\u3400-\u4dbf\u4e00-\u9fff\ua000-\ua4cf"
