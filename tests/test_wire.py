@@ -120,3 +120,26 @@ def test_sdk_messages_carry_the_ipc_stream_exactly(piece_size: int) -> None:
         stream = b"".join(pieces)
         assert stream == _ipc_of(table)
         assert pa.ipc.open_stream(stream).read_all().equals(table)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 8 << 20])
+def test_piece_size_outside_the_message_limit_is_refused(bad: int) -> None:
+    from exportd.client import ExportClient
+
+    with pytest.raises(ValueError, match="piece_size"):
+        ExportClient("127.0.0.1:1", piece_size=bad)
+
+
+def test_largest_piece_size_fits_the_servers_message_limit(make_server: Any) -> None:
+    """Messages of the largest allowed piece reach a real server with its default 8 MiB limit."""
+    import pyarrow as pa
+    from exportd.client import ExportClient
+    from exportd.client._client import _MAX_PIECE
+    from support import reference_table
+
+    table = reference_table(150_000)  # ~11 MB of IPC: one full message and a partial one
+    server = make_server()
+    with ExportClient(server.target, piece_size=_MAX_PIECE) as client:
+        result = client.export(table, "arrow")
+    assert result.data is not None
+    assert pa.ipc.open_file(pa.py_buffer(result.data)).read_all().equals(table)

@@ -180,6 +180,9 @@ class ArtifactInfo:
         )
 
 
+_MAX_PIECE = (8 << 20) - 64
+"""The largest data message payload within the default 8 MiB message limit, framing included."""
+
 # A piece of the IPC stream: bytes pyarrow wrote, a view of a batch's own buffer, or a cut of one.
 _Part: TypeAlias = bytes | memoryview | pa.Buffer
 
@@ -323,6 +326,9 @@ class ExportClient:
     ``target`` is "host:port". ``token`` is sent as a bearer token when the server has auth on;
     ``root_certificates`` (and a client key/certificate for mutual TLS) switch to TLS. Use it as a
     context manager, or call close(). Thread-safe: one client may run several exports at once.
+    ``piece_size`` is the size of each data message of an upload (the last one may be smaller):
+    the default 2 MiB keeps both sides' memory small at full speed; the server's limit on a
+    message (8 MiB by default) caps it.
     """
 
     def __init__(
@@ -335,8 +341,11 @@ class ExportClient:
         certificate_chain: bytes | None = None,
         piece_size: int = 2 << 20,
     ) -> None:
+        if not 1 <= piece_size <= _MAX_PIECE:
+            raise ValueError(f"piece_size must be 1 to {_MAX_PIECE} bytes, not {piece_size}")
         options = [
-            # Chunks and data pieces are at most 1 MiB plus framing; allow the server's 8 MiB.
+            # File chunks are at most 1 MiB and data messages piece_size, plus framing; allow
+            # the server's 8 MiB.
             ("grpc.max_receive_message_length", 8 << 20),
             ("grpc.max_send_message_length", 8 << 20),
             # Keep long exports alive through idle middleboxes, within the server's ping policy.
