@@ -792,7 +792,8 @@ class _Feed(io.RawIOBase):
         """Up to ``size`` bytes, fewer only at the end of the data.
 
         A read within one data message is a view of the message's bytes (pyarrow takes any
-        buffer), so bulk record batch bodies reach pyarrow without a copy."""
+        buffer); a record batch body that spans messages (the SDK sends 2 MiB ones) is joined
+        once, which is what keeps the bytes in flight bounded whatever the batch size."""
         parts: list[memoryview] = []
         want = size if size >= 0 else 1 << 62
         while want > 0:
