@@ -845,8 +845,9 @@ def report(bench: Bench, quick: bool, only: list[str] | None, seconds: float) ->
         "- Data: PERF.md's reference table (8 columns), batches of 65,536 rows "
         "(bench/refdata.py, equal to tests/support.py's table).",
         f"- Times are medians of {bench.sizes.repeats} runs (the two PDF sizes run in turn), "
-        "except the openpyxl and LongTable baselines (one run each) and the rows of a fraction of a second each side (upload, "
-        "download and their transport ceilings; the pair): those take the fastest of "
+        "except the openpyxl and LongTable baselines (one run each) and the rows of a "
+        "fraction of a second each side (upload, download and their transport ceilings; the "
+        "pair): those take the fastest of "
         f"{bench.sizes.fast_repeats} runs of each side, the sides run in turn, because a "
         "neighbour's burst on this shared 2-core VM otherwise decides a 0.15 s run (Flight DoGet "
         "alone measured 1.3 to 2.2 GB/s between runs). The same runs' medians: "
