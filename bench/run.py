@@ -548,7 +548,6 @@ class Bench:
             stream_bytes[i : i + piece].to_pybytes() for i in range(0, stream_bytes.size, piece)
         ]
         del stream_bytes
-        labels = ("raw bytes", "protobuf bytes message")
         upload_runs = interleaved(
             [
                 upload,
@@ -559,34 +558,21 @@ class Bench:
             self.sizes.fast_repeats,
         )
         pieces.clear()
-        t_up, t_put = upload_runs[0].best, upload_runs[1].best
         back, (put_rows, _) = upload_runs[0].value, upload_runs[1].value
         assert back.num_rows == n and back.column("paid").equals(table.column("paid"))
         assert put_rows == n, (put_rows, n)
+        assert all(r.value == ipc_bytes for r in upload_runs[2:])
         mb = ipc_bytes / 1e6
-        self.medians["upload / DoPut"] = upload_runs[1].median / upload_runs[0].median
-        self.add(
-            f"Arrow upload throughput ({mb:.0f} MB IPC, {n:,} rows) / pyarrow.flight DoPut",
-            f"{mb / t_up:.0f} MB/s ({t_up:.2f} s)",
-            f"{mb / t_put:.0f} MB/s ({t_put:.2f} s)",
-            t_put / t_up,
+        self._transfer_rows(
+            "upload",
+            "DoPut",
             "≥ 0.5",
+            mb,
+            upload_runs,
+            f"Arrow upload throughput ({mb:.0f} MB IPC, {n:,} rows) / pyarrow.flight DoPut",
+            f"upload / bare grpcio client stream (same message size: {piece >> 20} MiB)",
         )
-        for label, bare in zip(labels, upload_runs[2:], strict=True):
-            t_bare, got = bare.best, bare.value
-            assert got == ipc_bytes, (got, ipc_bytes)
-            self.add(
-                f"upload / bare grpcio client stream (same message size: {piece >> 20} MiB), "
-                f"{label}",
-                f"{mb / t_up:.0f} MB/s ({t_up:.2f} s)",
-                f"{mb / t_bare:.0f} MB/s ({t_bare:.2f} s)",
-                t_bare / t_up,
-                "≥ 0.8",
-                reference=True,
-            )
-            self.ceilings[f"upload {label}"] = mb / t_bare
-        self.ceilings["upload exportd"] = mb / t_up
-        self.ceilings["upload flight"] = mb / t_put
+        t_put = upload_runs[1].best
 
         # The same upload with the whole table kept as an Arrow file (written, fsync-ed, sha256).
         t_keep, kept_result = timed(lambda: client.export(table, "arrow", delivery="handle"))
@@ -625,34 +611,57 @@ class Bench:
             ],
             self.sizes.fast_repeats,
         )
-        t_read, t_get = download_runs[0].best, download_runs[1].best
-        got_read, got_get = download_runs[0].value, download_runs[1].value
-        assert got_read == got_get == size, (got_read, got_get, size)
+        assert all(r.value == size for r in download_runs), [r.value for r in download_runs]
         mb = size / 1e6
-        self.medians["download / DoGet"] = download_runs[1].median / download_runs[0].median
-        self.add(
-            f"ReadArtifact download throughput ({mb:.0f} MB) / pyarrow.flight DoGet, same bytes",
-            f"{mb / t_read:.0f} MB/s ({t_read:.2f} s)",
-            f"{mb / t_get:.0f} MB/s ({t_get:.2f} s)",
-            t_get / t_read,
+        self._transfer_rows(
+            "download",
+            "DoGet",
             "≥ 0.8",
+            mb,
+            download_runs,
+            f"ReadArtifact download throughput ({mb:.0f} MB) / pyarrow.flight DoGet, same bytes",
+            f"download / bare grpcio server stream ({CHUNK >> 20} MiB)",
         )
-        for label, bare in zip(labels, download_runs[2:], strict=True):
-            t_bare, got = bare.best, bare.value
-            assert got == size, (got, size)
+        client.delete_artifact(handle)
+        kept.unlink()
+
+    def _transfer_rows(
+        self,
+        direction: str,
+        flight: str,
+        target: str,
+        mb: float,
+        runs: list[Runs],
+        measure: str,
+        bare_measure: str,
+    ) -> None:
+        """One direction's rows from its interleaved runs (exportd, Flight, bare grpcio raw
+        bytes, bare grpcio protobuf message): the Flight row, the two reference rows, and the
+        MB/s that the method notes read."""
+        ours, theirs, *bare = runs
+        t_ours, t_theirs = ours.best, theirs.best
+        self.medians[f"{direction} / {flight}"] = theirs.median / ours.median
+        shown = f"{mb / t_ours:.0f} MB/s ({t_ours:.2f} s)"
+        self.add(
+            measure,
+            shown,
+            f"{mb / t_theirs:.0f} MB/s ({t_theirs:.2f} s)",
+            t_theirs / t_ours,
+            target,
+        )
+        for label, ceiling in zip(("raw bytes", "protobuf bytes message"), bare, strict=True):
+            t_bare = ceiling.best
             self.add(
-                f"download / bare grpcio server stream ({CHUNK >> 20} MiB), {label}",
-                f"{mb / t_read:.0f} MB/s ({t_read:.2f} s)",
+                f"{bare_measure}, {label}",
+                shown,
                 f"{mb / t_bare:.0f} MB/s ({t_bare:.2f} s)",
-                t_bare / t_read,
+                t_bare / t_ours,
                 "≥ 0.8",
                 reference=True,
             )
-            self.ceilings[f"download {label}"] = mb / t_bare
-        self.ceilings["download exportd"] = mb / t_read
-        self.ceilings["download flight"] = mb / t_get
-        client.delete_artifact(handle)
-        kept.unlink()
+            self.ceilings[f"{direction} {label}"] = mb / t_bare
+        self.ceilings[f"{direction} exportd"] = mb / t_ours
+        self.ceilings[f"{direction} flight"] = mb / t_theirs
 
     def rss(self) -> None:
         for fmt, (small, large), check in (
