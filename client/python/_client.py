@@ -180,8 +180,10 @@ class ArtifactInfo:
         )
 
 
-_MAX_PIECE = (8 << 20) - 64
-"""The largest data message payload within the default 8 MiB message limit, framing included."""
+_MESSAGE_LIMIT = 8 << 20
+"""The largest gRPC message either side sends or takes: the server's default limit."""
+_MAX_PIECE = _MESSAGE_LIMIT - 64
+"""The largest data message payload within that limit, framing included."""
 
 # A piece of the IPC stream: bytes pyarrow wrote, a view of a batch's own buffer, or a cut of one.
 _Part: TypeAlias = bytes | memoryview | pa.Buffer
@@ -346,8 +348,8 @@ class ExportClient:
         options = [
             # File chunks are at most 1 MiB and data messages piece_size, plus framing; allow
             # the server's 8 MiB.
-            ("grpc.max_receive_message_length", 8 << 20),
-            ("grpc.max_send_message_length", 8 << 20),
+            ("grpc.max_receive_message_length", _MESSAGE_LIMIT),
+            ("grpc.max_send_message_length", _MESSAGE_LIMIT),
             # Keep long exports alive through idle middleboxes, within the server's ping policy.
             ("grpc.keepalive_time_ms", 60_000),
             ("grpc.keepalive_timeout_ms", 20_000),
